@@ -1,0 +1,52 @@
+"""deimos: schema-aware Kafka producers and consumers, a transactional outbox, metrics and
+tracing, every implementation a plugin."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from deimos.config import Settings, configure, get_settings
+from deimos.errors import (
+    ConfigError,
+    DeimosError,
+    MissingKeyError,
+    PublishError,
+    SchemaValidationError,
+)
+from deimos.hookspecs import hookimpl
+from deimos.message import Message
+from deimos.producer import (
+    Producer,
+    Tombstone,
+    disable_producers,
+    flush,
+    produce,
+    producers_disabled,
+    tombstone,
+)
+
+try:
+    __version__ = version("deimos-kafka")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ConfigError",
+    "DeimosError",
+    "Message",
+    "MissingKeyError",
+    "Producer",
+    "PublishError",
+    "SchemaValidationError",
+    "Settings",
+    "Tombstone",
+    "__version__",
+    "configure",
+    "disable_producers",
+    "flush",
+    "get_settings",
+    "hookimpl",
+    "produce",
+    "producers_disabled",
+    "tombstone",
+]

@@ -1,0 +1,39 @@
+"""The ``test`` producer backend: keeps every message in memory for assertions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from deimos.hookspecs import hookimpl
+from deimos.message import Message, ProduceContext
+
+_lock = threading.Lock()
+#: every message the ``test`` backend received, in order (shared by all instances)
+sent_messages: list[Message] = []
+
+
+def clear() -> None:
+    with _lock:
+        sent_messages.clear()
+
+
+def messages() -> list[Message]:
+    with _lock:
+        return list(sent_messages)
+
+
+class TestBackend:
+    """Stores messages instead of sending them; ``deimos.testing`` reads and clears them."""
+
+    __test__ = False  # not a pytest test class
+
+    @hookimpl
+    def deimos_backend_execute(self, context: ProduceContext, messages: Sequence[Message],
+                               sync: bool) -> None:
+        with _lock:
+            sent_messages.extend(messages)
+
+    @hookimpl
+    def deimos_backend_flush(self, timeout: float) -> int:
+        return 0

@@ -1,0 +1,113 @@
+"""The ``deimos`` command line. Plugins add commands through ``deimos_cli_commands``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import deimos
+from deimos import config as _config
+from deimos.errors import DeimosError
+
+
+@click.group()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              envvar="DEIMOS_CONFIG", help="settings file (.toml/.yaml); env DEIMOS_CONFIG")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None) -> None:
+    """deimos: Kafka producers and consumers with schemas, outbox, metrics and tracing."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_file"] = config_file
+
+
+def load_settings(ctx: click.Context) -> _config.LoadedSettings:
+    """Configure deimos from the command line's file and the environment."""
+    file = (ctx.find_root().obj or {}).get("config_file")
+    _config.configure(file=file) if file else _config.configure()
+    return _config.current()
+
+
+@cli.command()
+def version() -> None:
+    """Print the versions of deimos and its Kafka client."""
+    import confluent_kafka
+
+    click.echo(f"deimos-kafka {deimos.__version__}")
+    click.echo(f"confluent-kafka {confluent_kafka.version()[0]}, "
+               f"librdkafka {confluent_kafka.libversion()[0]}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+def plugins(as_json: bool) -> None:
+    """List every installed plugin: kind, name, distribution, version, hooks."""
+    from deimos.plugins import get_registry
+
+    infos = get_registry().all()
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        return
+    table = Table(title="deimos plugins")
+    for col in ("kind", "name", "distribution", "version", "hooks"):
+        table.add_column(col)
+    for i in infos:
+        hooks = ", ".join(h.removeprefix("deimos_") for h in i.hooks)
+        table.add_row(i.kind, i.name, i.distribution or "-", i.version or "-",
+                      f"[red]ERROR: {i.error}[/red]" if i.error else hooks)
+    Console().print(table)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect settings."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective settings (secrets masked) and where each value came from."""
+    loaded = load_settings(ctx)
+    data = _config.masked_dict(loaded.settings)
+    rows = list(_config._leaves(data))
+    if as_json:
+        click.echo(json.dumps({"settings": data, "sources": loaded.sources}, indent=2,
+                              default=str))
+        return
+    table = Table(title="deimos settings")
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_column("source")
+    for path, value in rows:
+        table.add_row(path, json.dumps(value, default=str),
+                      loaded.sources.get(path, "default"))
+    Console(width=160).print(table)
+
+
+def _add_plugin_commands() -> None:
+    from deimos.plugins import call_all, get_registry
+
+    for commands in call_all(get_registry().all(), "deimos_cli_commands"):
+        for command in commands or ():
+            if command.name not in cli.commands:
+                cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    from deimos import commands  # noqa: F401  (core commands: run, demo, ...)
+
+    _add_plugin_commands()
+    try:
+        return cli.main(args=argv, prog_name="deimos", standalone_mode=True)
+    except DeimosError as exc:  # pragma: no cover - click handles most exits
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

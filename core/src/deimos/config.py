@@ -1,0 +1,532 @@
+"""Settings: one validated model, set from Python, a TOML/YAML file and the environment.
+
+Precedence, lowest first: defaults < file < Python (``deimos.configure(...)``) < environment
+(``DEIMOS_<SECTION>__<KEY>``, ``__`` between levels). The environment wins so that operators
+can override a deployed service without a code change. Every leaf value remembers where it
+came from (``deimos config show``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from deimos.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "DEIMOS_"
+ENV_FILE_VAR = "DEIMOS_CONFIG"
+#: environment variables that are not settings
+_ENV_RESERVED = {"DEIMOS_CONFIG", "DEIMOS_PLUGINS", "DEIMOS_PLUGINS_STRICT"}
+
+_SECRET_KEY = re.compile(r"(password|secret|token|credentials|sasl\.oauthbearer\.config)", re.I)
+MASK = "**********"
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+PassThrough = dict[str, str | int | float | bool]
+
+
+class KafkaSettings(Section):
+    """Connection to the cluster, shared by producers and consumers."""
+
+    bootstrap_servers: str | None = Field(
+        None, description="host:port[,host:port]; unset means the embedded broker (demo)"
+    )
+    client_id: str = "deimos"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    config: PassThrough = Field(
+        default_factory=dict, description="any librdkafka property, passed through as is"
+    )
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _join_list(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return ",".join(str(x) for x in v)
+        return v
+
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka configuration these settings describe."""
+        conf: dict[str, Any] = {"client.id": self.client_id}
+        if self.bootstrap_servers:
+            conf["bootstrap.servers"] = self.bootstrap_servers
+        if self.security_protocol != "PLAINTEXT":
+            conf["security.protocol"] = self.security_protocol
+        for key, attr in (
+            ("sasl.mechanism", "sasl_mechanism"),
+            ("sasl.username", "sasl_username"),
+            ("ssl.ca.location", "ssl_ca_location"),
+            ("ssl.certificate.location", "ssl_certificate_location"),
+            ("ssl.key.location", "ssl_key_location"),
+        ):
+            if getattr(self, attr):
+                conf[key] = getattr(self, attr)
+        for key, attr in (("sasl.password", "sasl_password"),
+                          ("ssl.key.password", "ssl_key_password")):
+            secret = getattr(self, attr)
+            if secret is not None:
+                conf[key] = secret.get_secret_value()
+        conf.update(self.config)
+        return conf
+
+
+class KeyConfig(Section):
+    """How a topic's message key is made: ``none``, ``plain``, ``field`` or ``schema``."""
+
+    kind: Literal["none", "plain", "field", "schema"] = "none"
+    field: str | None = None
+    schema_name: str | None = Field(None, alias="schema")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        # Accept the Ruby Deimos shapes: {"none": true}, {"plain": true}, {"field": "id"},
+        # {"schema": "MyKey"}, and the strings "none" / "plain".
+        if isinstance(v, KeyConfig):
+            return v
+        if v is None:
+            return {"kind": "none"}
+        if isinstance(v, str):
+            return {"kind": v}
+        if isinstance(v, Mapping) and "kind" not in v:
+            if v.get("none"):
+                return {"kind": "none"}
+            if v.get("plain"):
+                return {"kind": "plain"}
+            if "field" in v:
+                return {"kind": "field", "field": v["field"]}
+            if "schema" in v:
+                return {"kind": "schema", "schema": v["schema"]}
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> KeyConfig:
+        if self.kind == "field" and not self.field:
+            raise ValueError("key_config 'field' needs the field name, e.g. {field = 'id'}")
+        if self.kind == "schema" and not self.schema_name:
+            raise ValueError("key_config 'schema' needs the key schema name")
+        return self
+
+    def describe(self) -> str:
+        if self.kind == "field":
+            return f"field: {self.field}"
+        if self.kind == "schema":
+            return f"schema: {self.schema_name}"
+        return self.kind
+
+
+class TopicSettings(Section):
+    """A topic producers can publish to without a producer class (``deimos.produce``)."""
+
+    topic: str
+    schema_name: str | None = Field(None, alias="schema")
+    namespace: str | None = None
+    key_config: KeyConfig = Field(default_factory=KeyConfig)
+    backend: str | None = None
+
+
+class ProducerSettings(Section):
+    backend: str = Field("kafka_async", description="producer backend entry-point name")
+    topic_prefix: str = ""
+    disabled: bool = False
+    max_batch_size: int = Field(500, gt=0)
+    idempotence: bool = True
+    sync_timeout: float = Field(30.0, gt=0, description="seconds a synchronous publish waits")
+    flush_timeout: float = Field(30.0, ge=0, description="seconds to flush at shutdown")
+    config: PassThrough = Field(default_factory=dict, description="librdkafka producer props")
+    topics: list[TopicSettings] = Field(default_factory=list)
+
+
+class RetrySettings(Section):
+    attempts: int = Field(3, ge=1, description="deliveries before the message is given up")
+    backoff: float = Field(0.5, ge=0, description="seconds before the first retry")
+    max_backoff: float = Field(30.0, ge=0)
+    multiplier: float = Field(2.0, ge=1)
+
+
+class ConsumerSettings(Section):
+    name: str | None = None
+    class_path: str | None = Field(
+        None, alias="class", description="'module:Class' of the consumer"
+    )
+    topics: list[str] = Field(default_factory=list)
+    topic_pattern: str | None = None
+    group_id: str | None = None
+    schema_name: str | None = Field(None, alias="schema")
+    namespace: str | None = None
+    key_config: KeyConfig | None = None
+    start_from_beginning: bool = True
+    max_batch_size: int = Field(500, gt=0)
+    max_wait_time: float = Field(1.0, gt=0, description="seconds to wait to fill a batch")
+    session_timeout_ms: int = Field(45000, gt=0)
+    concurrency: int = Field(1, ge=1, description="threads, each with its own partitions")
+    payload_log: Literal["full", "keys", "count", "headers"] = "full"
+    on_error: Literal["raise", "retry", "dead_letter", "skip"] = "raise"
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    dead_letter_topic: str | None = None
+    reraise_errors: bool = True
+    use_schema_classes: bool | None = None
+    disabled: bool = False
+    config: PassThrough = Field(default_factory=dict, description="librdkafka consumer props")
+
+    @model_validator(mode="after")
+    def _check(self) -> ConsumerSettings:
+        if self.on_error == "dead_letter" and not self.dead_letter_topic:
+            raise ValueError("on_error 'dead_letter' needs dead_letter_topic")
+        return self
+
+
+class SchemaSettings(Section):
+    backend: str = Field("plain", description="schema backend entry-point name")
+    registry_url: str = "mock://deimos"
+    user: str | None = None
+    password: SecretStr | None = None
+    path: str = "schemas"
+    use_schema_classes: bool = False
+    generated_class_path: str = "schemas"
+
+
+class MetricsSettings(Section):
+    providers: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict, description="added to every metric")
+
+
+class TracingSettings(Section):
+    providers: list[str] = Field(default_factory=list)
+
+
+class RunnerSettings(Section):
+    shutdown_timeout: float = Field(30.0, gt=0, description="seconds to stop gracefully")
+    restart_delay: float = Field(5.0, ge=0, description="seconds before a crashed runnable restarts")
+
+
+class Settings(Section):
+    """Every deimos setting; plugins add their own sections."""
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    producers: ProducerSettings = Field(default_factory=ProducerSettings)
+    consumers: list[ConsumerSettings] = Field(default_factory=list)
+    schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+
+    @property
+    def schema(self) -> SchemaSettings:  # type: ignore[override]
+        return self.schema_
+
+    def section(self, name: str) -> Any:
+        """A plugin's own section (``settings.section("avro")``)."""
+        return getattr(self, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and merging
+# ---------------------------------------------------------------------------------------------
+
+
+def _plugin_sections() -> dict[str, type[BaseModel]]:
+    from deimos.plugins import call_all, get_registry
+
+    sections: dict[str, type[BaseModel]] = {}
+    for result in call_all(get_registry().all(), "deimos_settings_sections"):
+        sections.update(result or {})
+    return sections
+
+
+def settings_model() -> type[Settings]:
+    """The settings model including every installed plugin's sections."""
+    sections = _plugin_sections()
+    if not sections:
+        return Settings
+    fields: dict[str, Any] = {
+        name: (model, Field(default_factory=model)) for name, model in sections.items()
+    }
+    return create_model("Settings", __base__=Settings, **fields)  # type: ignore[no-any-return]
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a ``.toml``, ``.yaml`` or ``.yml`` settings file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([("<file>", f"settings file {str(p)!r} does not exist")])
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError([("<file>", f"{str(p)!r}: use a .toml, .yaml or .yml file")])
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError([("<file>", f"{str(p)!r} is not valid: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([("<file>", f"{str(p)!r} must hold a table/mapping at the top")])
+    return data.get("deimos", data) if set(data) == {"deimos"} else data
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any, str]]:
+    """``DEIMOS_KAFKA__BOOTSTRAP_SERVERS=x`` -> {"kafka.bootstrap_servers": (x, name)}."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, tuple[Any, str]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_RESERVED or "__" not in name:
+            continue
+        if name.startswith("DEIMOS_TEST_"):
+            continue
+        path = ".".join(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        out[path] = (_parse_env_value(raw), name)
+    return out
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    cur: Any = data
+    for i, part in enumerate(parts[:-1]):
+        nxt_is_index = parts[i + 1].isdigit()
+        if isinstance(cur, list):
+            idx = int(part)
+            while len(cur) <= idx:
+                cur.append({})
+            cur = cur[idx]
+            continue
+        if part not in cur or not isinstance(cur[part], (dict, list)):
+            cur[part] = [] if nxt_is_index else {}
+        cur = cur[part]
+    last = parts[-1]
+    if isinstance(cur, list):
+        idx = int(last)
+        while len(cur) <= idx:
+            cur.append({})
+        cur[idx] = value
+    else:
+        cur[last] = value
+
+
+def _leaves(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(data, dict) and data:
+        for k, v in data.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        for i, v in enumerate(data):
+            yield from _leaves(v, f"{prefix}.{i}")
+    else:
+        yield prefix, data
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(by_alias=True, exclude_unset=True)
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _format_errors(exc: ValidationError, sources: Mapping[str, str]) -> ConfigError:
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join("schema" if p == "schema_" else p for p in loc) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        elif "input" in err and err["type"] not in ("missing",):
+            inp = err["input"]
+            shown = MASK if _SECRET_KEY.search(path) else repr(inp)
+            if not isinstance(inp, (dict, list)):
+                msg += f" (got {shown} of type {type(inp).__name__})"
+        src = sources.get(path)
+        if src:
+            msg += f" [from {src}]"
+        errors.append((path, msg))
+    return ConfigError(errors)
+
+
+class LoadedSettings:
+    """Validated settings plus where each value came from."""
+
+    def __init__(self, settings: Settings, sources: dict[str, str]):
+        self.settings = settings
+        self.sources = sources
+
+
+def build_settings(
+    python: Mapping[str, Any] | None = None,
+    *,
+    file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedSettings:
+    """Merge defaults < file < python < environment and validate."""
+    environ = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+    data: dict[str, Any] = {}
+    file = file or environ.get(ENV_FILE_VAR) or None
+    if file:
+        fdata = load_file(file)
+        data = _deep_merge(data, fdata)
+        for path, _ in _leaves(fdata):
+            sources[path] = f"file {file}"
+    if python:
+        pdata = _to_plain(python)
+        data = _deep_merge(data, pdata)
+        for path, _ in _leaves(pdata):
+            sources[path] = "python"
+    for path, (value, name) in env_overrides(environ).items():
+        _set_path(data, path, value)
+        sources[path] = f"env {name}"
+    model = settings_model()
+    try:
+        settings = model.model_validate(data)
+    except ValidationError as exc:
+        raise _format_errors(exc, sources) from None
+    return LoadedSettings(settings, sources)
+
+
+def masked_dict(settings: BaseModel) -> dict[str, Any]:
+    """Settings as plain data with every secret replaced by ``**********``."""
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, SecretStr):
+            return MASK
+        if isinstance(value, BaseModel):
+            return {
+                (f.alias or name): walk(getattr(value, name), name)
+                for name, f in type(value).model_fields.items()
+            }
+        if isinstance(value, dict):
+            return {k: (MASK if _SECRET_KEY.search(str(k)) and v is not None else walk(v, k))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, str):
+            return mask_url(value)
+        return value
+
+    return walk(settings)  # type: ignore[no-any-return]
+
+
+_URL_CREDS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
+
+
+def mask_url(value: str) -> str:
+    """``http://u:secret@host`` -> ``http://u:**********@host``."""
+    return _URL_CREDS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The process-wide settings
+# ---------------------------------------------------------------------------------------------
+
+_lock = threading.RLock()
+_current: LoadedSettings | None = None
+_listeners: list[Any] = []
+
+
+def configure(
+    settings: Mapping[str, Any] | Settings | None = None,
+    *,
+    file: str | os.PathLike[str] | None = None,
+    **sections: Any,
+) -> Settings:
+    """Set deimos's settings for this process and return them.
+
+    ``deimos.configure(kafka={"bootstrap_servers": "k:9092"}, schema={"backend": "avro_local"})``
+    or ``deimos.configure(file="deimos.toml")``; the environment still overrides both.
+    """
+    python: dict[str, Any] = {}
+    if isinstance(settings, BaseModel):
+        python = _to_plain(settings)
+    elif settings:
+        python = _to_plain(dict(settings))
+    python = _deep_merge(python, _to_plain(sections))
+    loaded = build_settings(python, file=file)
+    _install(loaded)
+    return loaded.settings
+
+
+def _install(loaded: LoadedSettings | None) -> None:
+    global _current
+    with _lock:
+        _current = loaded
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener()
+
+
+def on_change(listener: Any) -> None:
+    """Call ``listener()`` whenever settings are replaced (runtime caches reset)."""
+    with _lock:
+        _listeners.append(listener)
+
+
+def current() -> LoadedSettings:
+    """The loaded settings, configuring from file/environment on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = build_settings()
+        return _current
+
+
+def get_settings() -> Settings:
+    return current().settings
+
+
+def reset() -> None:
+    """Forget the configured settings (tests)."""
+    _install(None)

@@ -1,0 +1,275 @@
+"""The whole plugin contract of deimos.
+
+Every implementation (built-in or third-party) is a plugin object registered under one entry
+point group per kind:
+
+==========================  ============================  =======================================
+kind                        entry-point group             hooks it may implement
+==========================  ============================  =======================================
+producer backend            ``deimos.producer_backends``  ``deimos_backend_*``
+schema backend              ``deimos.schema_backends``    ``deimos_schema_*``
+metrics provider            ``deimos.metrics``            ``deimos_metrics_*``
+tracing provider            ``deimos.tracing``            ``deimos_tracing_*``
+==========================  ============================  =======================================
+
+Every kind may also implement the general hooks (``deimos_configure``,
+``deimos_settings_sections``, ``deimos_cli_commands``).
+
+Producer and schema backends are *selected*: only the plugin that configuration names is
+called. Metrics and tracing *fan out*: every enabled provider is called. deimos resolves the
+implementation once and calls it directly, so the hot path never goes through pluggy's
+dispatch; pluggy still validates every implementation against these specs when it loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from pydantic import BaseModel
+
+    from deimos.config import Settings
+    from deimos.message import Message, ProduceContext
+    from deimos.schema.base import SchemaContext, SchemaField
+
+PROJECT_NAME = "deimos"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------------------------
+# General hooks (any kind)
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def deimos_configure(settings: Settings) -> None:
+    """Called once when deimos first uses this plugin under a settings object, and again
+    whenever settings are replaced (``deimos.configure``).
+
+    :param settings: the validated settings; a plugin reads its own section from it
+        (``settings.section("avro")``).
+    :returns: nothing.
+    """
+
+
+@hookspec
+def deimos_settings_sections() -> Mapping[str, type[BaseModel]]:
+    """Called when the settings model is built, before validation.
+
+    :returns: a mapping of top-level section name to a pydantic model class; the section is
+        validated with the rest of the settings (unknown keys and wrong types fail with their
+        dotted path) and defaults to the model's defaults.
+    """
+
+
+@hookspec
+def deimos_cli_commands() -> Sequence[click.Command]:
+    """Called when the ``deimos`` command line starts.
+
+    :returns: click commands added to ``deimos`` (for example ``db-producer``).
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Producer backends (group ``deimos.producer_backends``)
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def deimos_backend_execute(
+    context: ProduceContext, messages: Sequence[Message], sync: bool
+) -> None:
+    """Deliver one batch of already encoded messages. Required for producer backends.
+
+    Called by a producer once per batch (at most ``producers.max_batch_size`` messages, all
+    for ``context.topic``) after every message was validated, coerced and encoded.
+
+    :param context: the producing class, topic, settings and telemetry of this call.
+    :param messages: the messages; ``encoded_key``/``encoded_payload`` hold the bytes to send
+        (``encoded_payload`` is ``None`` for a tombstone), ``partition_key`` the bytes to
+        partition on, ``headers`` a list of ``(name, bytes)``.
+    :param sync: when true, return only after every message is durably accepted and raise on
+        any failure; when false, the backend may return at once and report failures through
+        ``context.on_error``.
+    :returns: nothing; raises :class:`deimos.errors.PublishError` on a synchronous failure.
+    """
+
+
+@hookspec
+def deimos_backend_flush(timeout: float) -> int:
+    """Called on shutdown and by ``deimos.flush()``: wait up to ``timeout`` seconds for
+    asynchronously sent messages.
+
+    :returns: the number of messages still not delivered (0 when all were).
+    """
+
+
+@hookspec
+def deimos_backend_close() -> None:
+    """Called when deimos is reconfigured or shuts down: release connections.
+
+    :returns: nothing.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Schema backends (group ``deimos.schema_backends``)
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def deimos_schema_encode(context: SchemaContext, payloads: Sequence[Any]) -> list[bytes | None]:
+    """Encode payloads (already validated and coerced) for ``context.topic``. Required.
+
+    Called once per batch by producers. A ``None`` payload is a tombstone and encodes to
+    ``None``.
+
+    :param context: schema, namespace, topic, key config and a ``cache`` dict the plugin may
+        use to keep parsed schemas and registry ids for the life of the producer.
+    :param payloads: the payloads (dicts, or instances the backend understands).
+    :returns: one ``bytes`` (or ``None``) per payload, in order.
+    """
+
+
+@hookspec
+def deimos_schema_decode(context: SchemaContext, data: Sequence[bytes | None]) -> list[Any]:
+    """Decode message values read from ``context.topic``. Required.
+
+    Called once per polled batch by consumers. ``None`` (a tombstone) decodes to ``None``.
+
+    :returns: one decoded payload per input, in order; raises
+        :class:`deimos.errors.DecodeError` naming the topic when a value cannot be decoded.
+    """
+
+
+@hookspec
+def deimos_schema_encode_key(context: SchemaContext, keys: Sequence[Any]) -> list[bytes | None]:
+    """Encode message keys according to ``context.key_config``.
+
+    Called once per batch by producers for key configs other than ``none``. With
+    ``field: name`` the backend may generate a key schema holding that one field; with
+    ``schema: X`` it uses schema ``X``; with ``plain`` it encodes the key as UTF-8 text.
+
+    :returns: one ``bytes`` (or ``None`` for a missing key) per key, in order.
+    """
+
+
+@hookspec
+def deimos_schema_decode_key(context: SchemaContext, data: Sequence[bytes | None]) -> list[Any]:
+    """Decode message keys read from ``context.topic``; ``field`` keys decode back to the
+    scalar value of that field.
+
+    :returns: one decoded key per input, in order.
+    """
+
+
+@hookspec
+def deimos_schema_validate(context: SchemaContext, payload: Any) -> None:
+    """Check ``payload`` against the schema before anything is sent or stored.
+
+    :returns: nothing; raises :class:`deimos.errors.SchemaValidationError` listing *every*
+        invalid field with its path (``widget.tags[2]``).
+    """
+
+
+@hookspec
+def deimos_schema_coerce(context: SchemaContext, payload: Any) -> Any:
+    """Convert a payload to the types the schema expects (``"12"`` to ``12`` for a long,
+    ``datetime`` to ``timestamp-millis`` ...). Called by producers before validation.
+
+    :returns: the coerced payload; raises :class:`deimos.errors.CoercionError` naming the field
+        path, expected type and the value's type when a value cannot be converted.
+    """
+
+
+@hookspec
+def deimos_schema_fields(context: SchemaContext) -> list[SchemaField]:
+    """Describe the fields of ``context.schema`` (record consumers and producers map them to
+    columns).
+
+    :returns: one :class:`deimos.schema.base.SchemaField` per field, in schema order.
+    """
+
+
+@hookspec
+def deimos_schema_mock(context: SchemaContext) -> str:
+    """Called by the test helpers to choose this backend's stand-in.
+
+    :returns: the name of the schema backend used in its place in tests (for example
+        ``avro_validation`` for ``avro_schema_registry``); the stand-in still validates.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics providers (group ``deimos.metrics``)
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def deimos_metrics_increment(name: str, value: int, tags: Mapping[str, str]) -> None:
+    """Add ``value`` to counter ``name`` (for example ``handler`` with ``status:success``).
+
+    Called once per batch with the batch's count, never once per message.
+    """
+
+
+@hookspec
+def deimos_metrics_gauge(name: str, value: float, tags: Mapping[str, str]) -> None:
+    """Set gauge ``name`` to ``value`` (for example ``consumer_lag``)."""
+
+
+@hookspec
+def deimos_metrics_histogram(name: str, value: float, tags: Mapping[str, str]) -> None:
+    """Record ``value`` in histogram ``name`` (for example a batch size)."""
+
+
+@hookspec
+def deimos_metrics_time(name: str, seconds: float, tags: Mapping[str, str]) -> None:
+    """Record a duration deimos measured around a block of work (Ruby Deimos's ``time``):
+    ``seconds`` is the elapsed wall time; providers convert to their unit.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Tracing providers (group ``deimos.tracing``)
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def deimos_tracing_start(
+    name: str,
+    attributes: Mapping[str, Any],
+    parent_headers: Mapping[str, bytes] | None,
+    links: Sequence[Mapping[str, bytes]] | None,
+) -> Any:
+    """Start a span. Required for tracing providers.
+
+    :param name: span name (``"<topic> publish"``, ``"<topic> process"`` ...).
+    :param attributes: OpenTelemetry messaging attributes (``messaging.system`` ...).
+    :param parent_headers: headers of the consumed message whose trace this span continues,
+        or ``None``.
+    :param links: for a batch, the headers of every message in it, to link their traces.
+    :returns: an opaque span handle passed back to ``finish``/``set_error``/``inject``.
+    """
+
+
+@hookspec
+def deimos_tracing_finish(span: Any) -> None:
+    """End a span started by this provider. Required for tracing providers."""
+
+
+@hookspec
+def deimos_tracing_set_error(span: Any, exception: BaseException) -> None:
+    """Mark ``span`` as failed with ``exception`` (called before ``finish``)."""
+
+
+@hookspec
+def deimos_tracing_inject(span: Any, headers: MutableMapping[str, bytes]) -> None:
+    """Put the trace context of ``span`` into outgoing message ``headers`` (W3C
+    ``traceparent`` for OpenTelemetry, ``x-datadog-*`` for Datadog)."""
