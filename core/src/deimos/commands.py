@@ -1,3 +1,47 @@
-"""Core commands beyond the basics (``run``, ``demo``); imported by :func:`deimos.cli.main`."""
+"""Core commands: ``deimos run`` and ``deimos demo``."""
 
 from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from deimos.cli import cli, load_settings
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("consumers", nargs=-1)
+@click.option("--log-level", default="info", show_default=True)
+@click.pass_context
+def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
+    """Run every configured consumer (or the CONSUMERS named) until SIGINT/SIGTERM."""
+    from deimos import runner
+
+    _logging(log_level)
+    load_settings(ctx)
+    clean = runner.run(list(consumers) or None)
+    if not clean:
+        click.echo("deimos: shutdown timed out; exiting anyway", err=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+
+@cli.command()
+@click.option("--messages", "-n", default=10_000, show_default=True,
+              help="how many messages the workload produces")
+@click.option("--log-level", default="warning", show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, messages: int, log_level: str) -> None:
+    """Run the demo service end to end (embedded broker unless one is configured)."""
+    from deimos.demo import run_demo
+
+    _logging(log_level)
+    code = run_demo(messages=messages, file=(ctx.find_root().obj or {}).get("config_file"))
+    sys.exit(code)

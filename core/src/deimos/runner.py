@@ -1,0 +1,163 @@
+"""Runnables, the executor that keeps them running, and graceful signal handling.
+
+A runnable is anything with ``run()`` (blocking until stopped) and ``stop()``. The executor
+runs each in a thread; one that crashes is logged and restarted after
+``runner.restart_delay`` seconds. SIGINT/SIGTERM ask every runnable to stop: the batch in
+flight finishes, offsets are committed, producers flush; if that takes longer than
+``runner.shutdown_timeout`` the process exits anyway (``deimos run`` exits with code 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from deimos.runtime import get_runtime
+
+log = logging.getLogger("deimos.runner")
+
+
+class Runnable(Protocol):
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Executor:
+    """Runs runnables in threads, restarting crashed ones until :meth:`stop`."""
+
+    def __init__(self, factories: Sequence[Callable[[], Runnable]], *,
+                 restart_delay: float = 5.0, name: str = "deimos") -> None:
+        self.factories = list(factories)
+        self.restart_delay = restart_delay
+        self.name = name
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._current: dict[int, Runnable] = {}
+        self._lock = threading.Lock()
+        self.crashes = 0
+
+    def start(self) -> None:
+        for i, factory in enumerate(self.factories):
+            t = threading.Thread(target=self._supervise, args=(i, factory),
+                                 name=f"{self.name}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _supervise(self, index: int, factory: Callable[[], Runnable]) -> None:
+        while not self._stop.is_set():
+            try:
+                runnable = factory()
+                with self._lock:
+                    self._current[index] = runnable
+                if self._stop.is_set():
+                    return
+                runnable.run()
+                if self._stop.is_set():
+                    return
+                log.warning("runnable %s returned without being stopped; restarting", runnable)
+            except Exception:
+                self.crashes += 1
+                log.exception("runnable %d crashed; restarting in %.1fs", index,
+                              self.restart_delay)
+            finally:
+                with self._lock:
+                    self._current.pop(index, None)
+            self._stop.wait(self.restart_delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            current = list(self._current.values())
+        for r in current:
+            try:
+                r.stop()
+            except Exception:
+                log.exception("stopping %s failed", r)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for every thread; True when all ended within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            t.join(remaining)
+        return not any(t.is_alive() for t in self._threads)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
+
+
+class SignalHandler:
+    """Stops an executor on SIGINT/SIGTERM (main thread only)."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self._previous: dict[int, Any] = {}
+        self.received: int | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self.received = signum
+        self.executor.stop()
+
+
+def consumer_factories(names: Sequence[str] | None = None) -> list[Callable[[], Runnable]]:
+    """One factory per consumer thread of every configured consumer."""
+    from deimos.consumer import ConsumerLoop, consumer_settings_for
+
+    runtime = get_runtime()
+    factories: list[Callable[[], Runnable]] = []
+    for cls, cs in consumer_settings_for(runtime, names):
+        for _ in range(cs.concurrency):
+            factories.append(lambda cls=cls, cs=cs: ConsumerLoop(cls, cs, get_runtime()))
+    return factories
+
+
+def run(consumers: Sequence[str] | None = None, *,
+        extra: Sequence[Callable[[], Runnable]] = (),
+        install_signals: bool = True,
+        until: threading.Event | None = None) -> bool:
+    """Run the configured consumers (or those named) plus ``extra`` runnables until a signal
+    (or ``until``) stops them. Returns True when everything stopped within the timeout."""
+    runtime = get_runtime()
+    settings = runtime.settings
+    factories = consumer_factories(consumers) + list(extra)
+    if not factories:
+        log.warning("nothing to run: no consumers are configured")
+        return True
+    executor = Executor(factories, restart_delay=settings.runner.restart_delay)
+    handler = SignalHandler(executor)
+    if install_signals and threading.current_thread() is threading.main_thread():
+        handler.install()
+    executor.start()
+    try:
+        while not executor.wait(0.2):
+            if until is not None and until.is_set():
+                executor.stop()
+    finally:
+        executor.stop()
+        deadline = time.monotonic() + settings.runner.shutdown_timeout
+        clean = executor.join(settings.runner.shutdown_timeout)
+        remaining = max(0.0, deadline - time.monotonic())
+        undelivered = runtime.flush(remaining)
+        if undelivered:
+            log.error("%d message(s) were not delivered before shutdown", undelivered)
+        handler.uninstall()
+    return clean and not undelivered
