@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import deimos
@@ -57,8 +58,9 @@ def plugins(as_json: bool) -> None:
         table.add_column(col)
     for i in infos:
         hooks = ", ".join(h.removeprefix("deimos_") for h in i.hooks)
-        table.add_row(i.kind, i.name, i.distribution or "-", i.version or "-",
-                      f"[red]ERROR: {i.error}[/red]" if i.error else hooks)
+        table.add_row(i.kind, escape(i.name), escape(i.distribution or "-"),
+                      escape(i.version or "-"),
+                      f"[red]ERROR: {escape(i.error)}[/red]" if i.error else hooks)
     Console().print(table)
 
 
@@ -84,25 +86,33 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     table.add_column("value")
     table.add_column("source")
     for path, value in rows:
-        table.add_row(path, json.dumps(value, default=str),
-                      loaded.sources.get(path, "default"))
+        table.add_row(escape(path), escape(json.dumps(value, default=str)),
+                      escape(loaded.sources.get(path, "default")))
     Console(width=160).print(table)
 
 
 def _add_plugin_commands() -> None:
+    """Add the commands plugins contribute; one failing plugin only loses its own."""
     from deimos.plugins import call_all, get_registry
 
-    for commands in call_all(get_registry().all(), "deimos_cli_commands"):
-        for command in commands or ():
-            if command.name not in cli.commands:
-                cli.add_command(command)
+    for info in get_registry().all():
+        try:
+            contributed = call_all([info], "deimos_cli_commands")
+        except Exception as exc:
+            click.echo(f"warning: {info.kind} {info.name!r} ({info.distribution}) failed to "
+                       f"add its commands: {type(exc).__name__}: {exc}", err=True)
+            continue
+        for commands in contributed:
+            for command in commands or ():
+                if command.name not in cli.commands:
+                    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> Any:
     from deimos import commands  # noqa: F401  (core commands: run, demo, ...)
 
-    _add_plugin_commands()
     try:
+        _add_plugin_commands()
         return cli.main(args=argv, prog_name="deimos", standalone_mode=True)
     except DeimosError as exc:  # pragma: no cover - click handles most exits
         click.echo(f"error: {exc}", err=True)

@@ -95,7 +95,10 @@ def _label(kind: str) -> str:
 
 
 def _parse_filter(raw: str | None) -> tuple[set[str], set[str]]:
-    """``DEIMOS_PLUGINS="avro_local,-datadog,metrics:log"`` -> (allow, deny)."""
+    """``DEIMOS_PLUGINS="avro_local,-datadog,metrics:log"`` -> (allow, deny).
+
+    An item is ``name``, ``kind:name`` or ``distribution:name``; a leading ``-`` denies it.
+    """
     allow: set[str] = set()
     deny: set[str] = set()
     for item in (raw or "").split(","):
@@ -121,24 +124,35 @@ class PluginRegistry:
         self._lock = threading.RLock()
         env_strict = os.environ.get("DEIMOS_PLUGINS_STRICT", "").lower() in ("1", "true", "yes")
         self.strict = env_strict if strict is None else strict
-        self.allow, self.deny = _parse_filter(os.environ.get("DEIMOS_PLUGINS"))
+        self._filter_raw = os.environ.get("DEIMOS_PLUGINS", "")
+        self.allow, self.deny = _parse_filter(self._filter_raw)
+        #: (kind, name) -> distribution of every entry point DEIMOS_PLUGINS left out
+        self._filtered: dict[tuple[str, str], str | None] = {}
+        #: in strict mode, the first load failure; raised again by every later ``load()``
+        self._load_error: Exception | None = None
 
     # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> None:
         """Load every entry point of every kind (idempotent)."""
         with self._lock:
+            if self._load_error is not None:
+                raise self._load_error
             if self._loaded:
                 return
             self._loaded = True
             if not self._load_entry_points:
                 return
-            for kind, group in GROUPS.items():
-                for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
-                    self._load_one(kind, ep)
+            try:
+                for kind, group in GROUPS.items():
+                    for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+                        self._load_one(kind, ep)
+            except Exception as exc:  # strict mode: fail now and on every later use
+                self._load_error = exc
+                raise
 
     def _filtered_out(self, kind: str, name: str, distribution: str | None) -> bool:
-        keys = {name, f"{kind}:{name}"}
+        keys = {name, f"{kind}:{name}", f"{distribution}:{name}"}
         if keys & self.deny:
             return True
         if self.allow and distribution != CORE_DISTRIBUTION:
@@ -149,6 +163,7 @@ class PluginRegistry:
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
         if self._filtered_out(kind, ep.name, dist):
+            self._filtered.setdefault((kind, ep.name), dist)
             return
         info = PluginInfo(kind, ep.name, dist, version, ep.value)
         existing = self._plugins.get((kind, ep.name))
@@ -156,7 +171,8 @@ class PluginRegistry:
             msg = (
                 f"{_label(kind).capitalize()} name {ep.name!r} is claimed by two distributions: "
                 f"{existing.distribution} ({existing.entry_point}) and {dist} ({ep.value}). "
-                "Uninstall one of them, or deny one with DEIMOS_PLUGINS=-<name>."
+                "Uninstall one of them, or deny one with "
+                f"DEIMOS_PLUGINS=-<distribution>:{ep.name}."
             )
             self._unregister_obj(existing)
             existing.error = msg
@@ -171,10 +187,15 @@ class PluginRegistry:
             obj = ep.load()
             self._attach(info, obj)
         except Exception as exc:  # one broken plugin must not break the others
+            if isinstance(exc, pluggy.PluginValidationError):
+                cause = f"does not match the contract: {exc}"
+            elif isinstance(exc, PluginLoadError):
+                cause = str(exc)
+            else:
+                cause = f"failed to load: {type(exc).__name__}: {exc}"
             info.error = (
                 f"{_label(kind).capitalize()} {ep.name!r} from distribution {dist} "
-                f"(entry point {ep.group}:{ep.name} = {ep.value}) failed to load: "
-                f"{type(exc).__name__}: {exc}"
+                f"(entry point {ep.group}:{ep.name} = {ep.value}) {cause}"
             )
             info.obj = None
             if self.strict:
@@ -272,6 +293,12 @@ class PluginRegistry:
         if info is None:
             installed = ", ".join(self.names(kind)) or "none"
             msg = f"Unknown {_label(kind)} {name!r}. Installed: {installed}."
+            if (kind, name) in self._filtered:
+                raise UnknownPluginError(
+                    f"{msg} {_label(kind).capitalize()} {name!r} from distribution "
+                    f"{self._filtered[(kind, name)]} is installed but disabled by "
+                    f"DEIMOS_PLUGINS={self._filter_raw!r}."
+                )
             extra = KNOWN_EXTRAS.get((kind, name))
             if extra:
                 msg += f' Install it with: pip install "deimos-kafka[{extra}]"'
