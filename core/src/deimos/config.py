@@ -44,10 +44,41 @@ _SECRET_KEY = re.compile(r"(password|secret|token|credentials|sasl\.oauthbearer\
 MASK = "**********"
 
 
+def _mask_value(key: str, value: Any) -> Any:
+    """``value`` as it may be shown: secrets by key name masked, URL credentials masked."""
+    if value is None or isinstance(value, (SecretStr, BaseModel)):
+        return value  # SecretStr and sections mask themselves
+    if key and _SECRET_KEY.search(key):
+        return MASK
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, Mapping):
+        return {k: _mask_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_value("", v) for v in value]
+    return value
+
+
 class Section(BaseModel):
-    """Base of every settings section: unknown keys are errors."""
+    """Base of every settings section: unknown keys are errors; secrets never reach a repr.
+
+    Plugins should derive their own sections from it: a field holding a secret should be a
+    ``SecretStr``, but fields and pass-through keys named like one (``password``, ``secret``,
+    ``token``, ``credentials``) and credentials in URLs are masked in reprs anyway.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, _mask_value(name or "", value)
+
+
+def _split_commas(v: Any) -> Any:
+    """``"log,mock"`` -> ``["log", "mock"]`` (handy in environment variables)."""
+    if isinstance(v, str):
+        return [part.strip() for part in v.split(",") if part.strip()]
+    return v
 
 
 PassThrough = dict[str, str | int | float | bool]
@@ -203,6 +234,8 @@ class ConsumerSettings(Section):
     disabled: bool = False
     config: PassThrough = Field(default_factory=dict, description="librdkafka consumer props")
 
+    _split = field_validator("topics", mode="before")(_split_commas)
+
     @model_validator(mode="after")
     def _check(self) -> ConsumerSettings:
         if self.on_error == "dead_letter" and not self.dead_letter_topic:
@@ -224,14 +257,20 @@ class MetricsSettings(Section):
     providers: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict, description="added to every metric")
 
+    _split = field_validator("providers", mode="before")(_split_commas)
+
 
 class TracingSettings(Section):
     providers: list[str] = Field(default_factory=list)
 
+    _split = field_validator("providers", mode="before")(_split_commas)
+
 
 class RunnerSettings(Section):
     shutdown_timeout: float = Field(30.0, gt=0, description="seconds to stop gracefully")
-    restart_delay: float = Field(5.0, ge=0, description="seconds before a crashed runnable restarts")
+    restart_delay: float = Field(
+        5.0, ge=0, description="seconds before a crashed runnable restarts"
+    )
 
 
 class Settings(Section):
@@ -276,7 +315,7 @@ def settings_model() -> type[Settings]:
     fields: dict[str, Any] = {
         name: (model, Field(default_factory=model)) for name, model in sections.items()
     }
-    return create_model("Settings", __base__=Settings, **fields)  # type: ignore[no-any-return]
+    return create_model("Settings", __base__=Settings, **fields)
 
 
 def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -302,28 +341,40 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _parse_env_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+    """JSON for lists and tables (``["a","b"]``, ``{"k": 1}``); anything else stays a string,
+    which validation converts to the setting's type (``"100"`` -> 100, ``"true"`` -> True),
+    so a numeric-looking password or client id is not turned into a number."""
+    if raw.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _env_items(environ: Mapping[str, str]) -> Iterator[tuple[list[str], Any, str]]:
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in _ENV_RESERVED or "__" not in name:
+            continue
+        if name.startswith("DEIMOS_TEST_"):
+            continue
+        parts = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if "config" in parts[:-1]:
+            # librdkafka properties are dotted: DEIMOS_KAFKA__CONFIG__SASL_PASSWORD sets
+            # kafka.config["sasl.password"]
+            i = parts.index("config")
+            parts = [*parts[:i + 1], ".".join(parts[i + 1:]).replace("_", ".")]
+        yield parts, _parse_env_value(raw), name
 
 
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any, str]]:
     """``DEIMOS_KAFKA__BOOTSTRAP_SERVERS=x`` -> {"kafka.bootstrap_servers": (x, name)}."""
     environ = os.environ if environ is None else environ
-    out: dict[str, tuple[Any, str]] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in _ENV_RESERVED or "__" not in name:
-            continue
-        if name.startswith("DEIMOS_TEST_"):
-            continue
-        path = ".".join(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
-        out[path] = (_parse_env_value(raw), name)
-    return out
+    return {".".join(parts): (value, name) for parts, value, name in _env_items(environ)}
 
 
-def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
+def _set_path(data: dict[str, Any], path: str | list[str], value: Any) -> None:
+    parts = path.split(".") if isinstance(path, str) else path
     cur: Any = data
     for i, part in enumerate(parts[:-1]):
         nxt_is_index = parts[i + 1].isdigit()
@@ -390,7 +441,8 @@ def _format_errors(exc: ValidationError, sources: Mapping[str, str]) -> ConfigEr
             shown = MASK if _SECRET_KEY.search(path) else repr(inp)
             if not isinstance(inp, (dict, list)):
                 msg += f" (got {shown} of type {type(inp).__name__})"
-        src = sources.get(path)
+        src = sources.get(path) or next(
+            (v for k, v in sources.items() if k.startswith(path + ".")), None)
         if src:
             msg += f" [from {src}]"
         errors.append((path, msg))
@@ -426,9 +478,9 @@ def build_settings(
         data = _deep_merge(data, pdata)
         for path, _ in _leaves(pdata):
             sources[path] = "python"
-    for path, (value, name) in env_overrides(environ).items():
-        _set_path(data, path, value)
-        sources[path] = f"env {name}"
+    for parts, value, name in _env_items(environ):
+        _set_path(data, parts, value)
+        sources[".".join(parts)] = f"env {name}"
     model = settings_model()
     try:
         settings = model.model_validate(data)
@@ -442,6 +494,9 @@ def masked_dict(settings: BaseModel) -> dict[str, Any]:
 
     def walk(value: Any, key: str = "") -> Any:
         if isinstance(value, SecretStr):
+            return MASK
+        if key and value is not None and _SECRET_KEY.search(key) and not isinstance(
+                value, BaseModel):
             return MASK
         if isinstance(value, BaseModel):
             return {
@@ -457,7 +512,7 @@ def masked_dict(settings: BaseModel) -> dict[str, Any]:
             return mask_url(value)
         return value
 
-    return walk(settings)  # type: ignore[no-any-return]
+    return walk(settings)
 
 
 _URL_CREDS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)

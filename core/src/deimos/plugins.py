@@ -335,7 +335,7 @@ def _direct_caller(obj: Any, hook: str) -> Callable[..., Any]:
         if prm.default is inspect.Parameter.empty
     ]
     if impl_args == spec_args:
-        return impl  # type: ignore[no-any-return]
+        return impl
     positions = [spec_args.index(a) for a in impl_args]
 
     def call(*args: Any) -> Any:

@@ -53,8 +53,12 @@ class _Tracer:
 
     def __init__(self, name: str, registry: PluginRegistry) -> None:
         self.name = name
-        self.start = registry.caller("tracing", name, "deimos_tracing_start")
-        self.finish = registry.caller("tracing", name, "deimos_tracing_finish")
+        start = registry.caller("tracing", name, "deimos_tracing_start")
+        finish = registry.caller("tracing", name, "deimos_tracing_finish")
+        # the registry refuses tracing providers without these two hooks
+        assert start is not None and finish is not None
+        self.start: Callable[..., Any] = start
+        self.finish: Callable[..., Any] = finish
         self.set_error = registry.caller("tracing", name, "deimos_tracing_set_error")
         self.inject = registry.caller("tracing", name, "deimos_tracing_inject")
 
