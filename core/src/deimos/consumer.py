@@ -124,8 +124,10 @@ def import_class(path: str) -> type:
         raise DeimosError(f"cannot import consumer class {path!r}: {exc}") from exc
 
 
-def resolve_settings(cls: type, entry: ConsumerSettings | None = None) -> ConsumerSettings:
-    """Class attributes, overridden by the matching ``[[consumers]]`` entry."""
+def resolve_settings(cls: type, entry: ConsumerSettings | None = None, **overrides: Any
+                     ) -> ConsumerSettings:
+    """Class attributes, overridden by the matching ``[[consumers]]`` entry, then by
+    ``overrides``."""
     data: dict[str, Any] = {}
     fields = ConsumerSettings.model_fields
     for name, f in fields.items():
@@ -145,6 +147,7 @@ def resolve_settings(cls: type, entry: ConsumerSettings | None = None) -> Consum
     data["name"] = data.get("name") or cls.__name__
     if entry is not None:
         data.update(entry.model_dump(by_alias=True, exclude_unset=True))
+    data.update(overrides)
     data.pop("class", None)
     data["topics"] = list(data.get("topics") or [])
     settings = ConsumerSettings.model_validate(data)

@@ -91,10 +91,9 @@ def run_demo(messages: int = 10_000, file: str | None = None) -> int:
         WidgetConsumer.latencies, WidgetConsumer.out_of_order = [], 0
         WidgetConsumer.done = threading.Event()
         WidgetConsumer.target = messages
-        cs = resolve_settings(WidgetConsumer).model_copy(update={
-            "group_id": f"deimos-demo-{run_id}",
-            "config": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
-        })
+        cs = resolve_settings(
+            WidgetConsumer, group_id=f"deimos-demo-{run_id}",
+            config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
         loop = ConsumerLoop(WidgetConsumer, cs)
         thread = threading.Thread(target=loop.run, name="demo-consumer", daemon=True)
 
