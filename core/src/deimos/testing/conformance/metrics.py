@@ -58,7 +58,7 @@ class MetricsConformance:
 
     def test_hooks_return_nothing(self, provider_name: str, telemetry: Telemetry) -> None:
         registry = get_registry()
-        args = {
+        args: dict[str, tuple[str, float, dict[str, str]]] = {
             "deimos_metrics_increment": ("conformance.count", 1, {}),
             "deimos_metrics_gauge": ("conformance.gauge", 2.0, {}),
             "deimos_metrics_histogram": ("conformance.histogram", 3.0, {}),
