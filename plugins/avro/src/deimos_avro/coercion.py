@@ -442,6 +442,7 @@ class Coercer:
             if b != "null" and self.check(b, value):
                 return value
         m = _as_dict(value)
+        tried: list[CoercionError] = []
         for b in branches:
             if b == "null":
                 continue
@@ -454,8 +455,10 @@ class Coercer:
                     continue
             try:
                 return self.coerce(b, value, path)
-            except CoercionError:
-                continue
+            except CoercionError as exc:
+                tried.append(exc)
+        if len(tried) == 1:
+            raise tried[0]  # a single candidate branch: its errors name the inner fields
         raise CoercionError([(path, f"cannot coerce {type(value).__name__} to any branch of "
                                     f"{_describe(branches)}")])
 

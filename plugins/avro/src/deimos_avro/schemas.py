@@ -201,8 +201,7 @@ def fields_of(schema: AvroSchema) -> list[SchemaField]:
         if isinstance(ftype, list):
             others = [b for b in ftype if b != "null"]
             nullable = len(others) < len(ftype)
-            if len(others) == 1:
-                ftype = others[0]
+            ftype = others[0] if len(others) == 1 else others
         resolved = resolve(ftype, schema.named) if not isinstance(ftype, list) else ftype
         symbols = None
         if isinstance(resolved, dict) and resolved.get("type") == "enum":

@@ -1,0 +1,178 @@
+"""Coercion, validation paths, logical types, unions, references and schema files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deimos.errors import CoercionError, SchemaError, SchemaValidationError
+
+SCHEMAS = Path(__file__).parent / "schemas"
+UTC = dt.timezone.utc
+
+
+class Status(enum.Enum):
+    ACTIVE = "ACTIVE"
+    RETIRED = "RETIRED"
+
+
+class Shade(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+def logical_payload() -> dict[str, Any]:
+    return {
+        "ts_ms": dt.datetime(2024, 5, 1, 12, 30, 15, 123000, tzinfo=UTC),
+        "ts_us": dt.datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC),
+        "day": dt.date(2024, 5, 1),
+        "amount": Decimal("12.34"),
+        "fixed_amount": Decimal("-5.125"),
+        "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "status": "ACTIVE",
+        "score": None,
+        "attrs": {"a": 1},
+        "flag": True,
+    }
+
+
+@pytest.mark.parametrize("backend", ["avro_schema_registry", "avro_local", "avro_validation"])
+def test_logical_types_round_trip(make: Any, backend: str) -> None:
+    b = make(backend, schema="Logical")
+    payload = logical_payload()
+    assert b.coerce(b.context, payload) is payload  # already right: returned untouched
+    [decoded] = b.decode(b.context, b.encode(b.context, [payload]))
+    assert decoded == payload
+
+
+def test_coerce_python_types_to_logical_fields(make: Any) -> None:
+    b = make(schema="Logical")
+    coerced = b.coerce(b.context, {
+        "ts_ms": dt.datetime(2024, 5, 1, 12, 0),  # naive means UTC
+        "ts_us": "2024-05-01T12:00:00Z",
+        "day": "2024-05-01",
+        "amount": "12.3",
+        "fixed_amount": 7,
+        "uid": "12345678-1234-5678-1234-567812345678",
+        "status": Status.RETIRED,
+        "score": "1.5",
+        "attrs": {"a": "2"},
+        "flag": "true",
+    })
+    assert coerced["ts_ms"] == dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert coerced["ts_us"] == dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert coerced["day"] == dt.date(2024, 5, 1)
+    assert coerced["amount"] == Decimal("12.3")
+    assert coerced["status"] == "RETIRED" and coerced["score"] == 1.5
+    assert coerced["attrs"] == {"a": 2} and coerced["flag"] is True
+    [decoded] = b.decode(b.context, b.encode(b.context, [coerced]))
+    assert decoded["ts_ms"] == coerced["ts_ms"] and decoded["amount"] == Decimal("12.30")
+    assert decoded["uid"] == uuid.UUID(coerced["uid"])
+
+
+def test_coerce_ruby_rules(make: Any) -> None:
+    b = make()
+    out = b.coerce(b.context, {"id": "12", "name": 5, "tags": [1, 2.5, Shade.BLUE],
+                               "color": Shade.RED, "unknown": "dropped"})
+    assert out == {"id": 12, "name": "5", "tags": ["1", "2.5", "BLUE"], "color": "RED"}
+    assert b.coerce(b.context, {"id": 3.0, "name": True})["id"] == 3
+    assert b.coerce(b.context, {"id": 3.0, "name": True})["name"] == "true"
+
+
+def test_union_of_records_picks_matching_branch(make: Any) -> None:
+    b = make()
+    base = {"id": 1, "name": "n"}
+    for shape in ({"radius": 2}, {"side": "3", "label": "sq"}):
+        coerced = b.coerce(b.context, {**base, "shape": shape})
+        [decoded] = b.decode(b.context, b.encode(b.context, [coerced]))
+        assert set(decoded["shape"]) == set(shape)
+    with pytest.raises(CoercionError) as info:
+        b.coerce(b.context, {**base, "shape": {"corners": 3}})
+    assert info.value.errors[0][0] == "shape"
+
+
+def test_coercion_error_names_path_expected_and_actual_type(make: Any) -> None:
+    b = make()
+    with pytest.raises(CoercionError) as info:
+        b.coerce(b.context, {"id": "abc", "name": "n", "tags": ["a", "b", {"x": 1}],
+                             "part": {"sku": "s", "qty": "many"}})
+    errors = dict(info.value.errors)
+    assert set(errors) == {"id", "tags[2]", "part.qty"}
+    assert "long" in errors["id"] and "str" in errors["id"]
+    assert "string" in errors["tags[2]"] and "dict" in errors["tags[2]"]
+    assert "'widgets'" in str(info.value)
+
+
+def test_coercion_rejects_out_of_range_and_lossy(make: Any) -> None:
+    b = make(schema="Logical")
+    payload = logical_payload()
+    with pytest.raises(CoercionError) as info:
+        b.coerce(b.context, {**payload, "amount": "1.234", "attrs": {"a": 2**40}})
+    assert {p for p, _ in info.value.errors} == {"amount", "attrs[a]"}
+
+
+def test_validate_reports_every_invalid_field(make: Any) -> None:
+    b = make()
+    with pytest.raises(SchemaValidationError) as info:
+        b.validate(b.context, {"id": "x", "tags": ["a", 2, None], "color": "PINK",
+                               "part": {"sku": 1}})
+    paths = [p for p, _ in info.value.errors]
+    assert paths == ["id", "name", "tags[1]", "tags[2]", "color", "part.sku", "part.qty"]
+    assert "missing required field" in dict(info.value.errors)["name"]
+    assert "RED, GREEN, BLUE" in dict(info.value.errors)["color"]
+
+
+def test_encode_without_coerce_raises_with_paths(make: Any) -> None:
+    b = make()
+    good = {"id": 1, "name": "a"}
+    with pytest.raises(SchemaValidationError) as info:
+        b.encode(b.context, [good, {"id": 2, "name": None}])
+    assert info.value.errors[0][0] == "name" and "message 1" in info.value.errors[0][1]
+
+
+def test_schema_fields(make: Any) -> None:
+    b = make()
+    fields = {f.name: f for f in b.fields(b.context)}
+    assert fields["id"].type == "long" and not fields["id"].nullable
+    assert fields["color"].enum_symbols == ("RED", "GREEN", "BLUE")
+    assert fields["color"].has_default and fields["color"].default == "RED"
+    assert fields["part"].nullable and fields["part"].type == "com.example.Part"
+    assert fields["shape"].type == "com.example.Circle|com.example.Square"
+    logical = make(schema="Logical")
+    lf = {f.name: f for f in logical.fields(logical.context)}
+    assert lf["ts_ms"].type == "timestamp-millis" and lf["score"].type == "double"
+
+
+def test_reference_across_files(make: Any) -> None:
+    b = make()
+    b.fields(b.context)  # loads Widget.avsc, which names com.example.Part from Part.avsc
+    text = b.context.cache["deimos_avro"].value().schema.text
+    assert '"com.example.Part"' in text and '"sku"' in text  # Part.avsc was injected
+
+
+def test_missing_schema_file_names_full_name_and_paths(make: Any) -> None:
+    b = make(schema="Nope")
+    with pytest.raises(SchemaError) as info:
+        b.fields(b.context)
+    msg = str(info.value)
+    assert "com.example.Nope" in msg
+    assert str(SCHEMAS / "com" / "example" / "Nope.avsc") in msg
+
+
+def test_missing_referenced_type(make: Any) -> None:
+    b = make(schema="Broken")
+    with pytest.raises(SchemaError, match=r"com\.example\.Ghost.*Ghost\.avsc"):
+        b.fields(b.context)
+
+
+def test_tombstone_key_and_value(make: Any) -> None:
+    b = make(key_config={"field": "id"})
+    assert b.coerce(b.context, None) is None
+    assert b.encode(b.context, [None]) == [None]
+    assert b.encode_key(b.context, [None]) == [None]
