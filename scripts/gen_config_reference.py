@@ -1,0 +1,205 @@
+"""Write the settings tables of docs/configuration.md from deimos's pydantic models.
+
+    uv run python scripts/gen_config_reference.py          # rewrite the page
+    uv run python scripts/gen_config_reference.py --check  # exit 1 when the page is stale
+
+core/tests/test_docs.py runs the check, so a settings field cannot be added, renamed or
+re-defaulted without the reference following.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+from pydantic_core import PydanticUndefined
+
+from deimos import config as c
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+BEGIN = "<!-- BEGIN GENERATED: scripts/gen_config_reference.py -->"
+END = "<!-- END GENERATED -->"
+
+#: (section path as users write it, model, heading text)
+SECTIONS: list[tuple[str, type[BaseModel], str]] = [
+    ("kafka", c.KafkaSettings, "Connection to the cluster, shared by producers and consumers."),
+    ("producers", c.ProducerSettings, "Every producer."),
+    ("producers.topics[]", c.TopicSettings,
+     "Topics `deimos.produce(topic, ...)` may publish to without a producer class."),
+    ("consumers[]", c.ConsumerSettings, "One entry per consumer (`deimos run` starts them)."),
+    ("consumers[].retry", c.RetrySettings, "Retries when `on_error = \"retry\"`."),
+    ("schema", c.SchemaSettings, "How payloads and keys are encoded."),
+    ("metrics", c.MetricsSettings, "Metrics providers; every enabled provider gets every "
+                                   "measurement (fan-out)."),
+    ("tracing", c.TracingSettings, "Tracing providers; every enabled provider gets every span "
+                                   "(fan-out)."),
+    ("runner", c.RunnerSettings, "`deimos run`: the process that runs consumers and pollers."),
+]
+
+#: descriptions of fields that have none in the model
+DESCRIPTIONS: dict[str, str] = {
+    "KafkaSettings.client_id": "`client.id` of every connection",
+    "KafkaSettings.security_protocol": "`security.protocol`",
+    "KafkaSettings.sasl_mechanism": "`sasl.mechanism`, e.g. `PLAIN`, `SCRAM-SHA-512`",
+    "KafkaSettings.sasl_username": "`sasl.username`",
+    "KafkaSettings.sasl_password": "`sasl.password` (secret: masked everywhere)",
+    "KafkaSettings.ssl_ca_location": "`ssl.ca.location`: CA certificate file",
+    "KafkaSettings.ssl_certificate_location": "`ssl.certificate.location`: client certificate",
+    "KafkaSettings.ssl_key_location": "`ssl.key.location`: client private key",
+    "KafkaSettings.ssl_key_password": "`ssl.key.password` (secret)",
+    "TopicSettings.topic": "topic name (before `producers.topic_prefix`)",
+    "TopicSettings.schema": "value schema name",
+    "TopicSettings.namespace": "schema namespace",
+    "TopicSettings.key_config": "how the key is made: `\"none\"`, `\"plain\"`, "
+                                "`{field = \"id\"}` or `{schema = \"Key\"}`",
+    "TopicSettings.backend": "producer backend for this topic (default `producers.backend`)",
+    "ProducerSettings.topic_prefix": "prefix added to every topic produced to",
+    "ProducerSettings.disabled": "send nothing (calls return without publishing)",
+    "ProducerSettings.max_batch_size": "messages handed to the backend per call",
+    "ProducerSettings.idempotence": "librdkafka `enable.idempotence`",
+    "ProducerSettings.topics": "see `producers.topics[]` below",
+    "RetrySettings.max_backoff": "seconds, the longest wait between retries",
+    "RetrySettings.multiplier": "each retry waits this many times longer",
+    "ConsumerSettings.name": "name in logs, metrics and `deimos run --consumer` "
+                             "(default: the class name)",
+    "ConsumerSettings.topics": "topics to subscribe to (`\"a,b\"` is accepted)",
+    "ConsumerSettings.topic_pattern": "regular expression of topics, instead of `topics`",
+    "ConsumerSettings.group_id": "consumer group (default: the consumer's name)",
+    "ConsumerSettings.schema": "value schema name",
+    "ConsumerSettings.namespace": "schema namespace",
+    "ConsumerSettings.key_config": "how keys are decoded (as for producers); unset means "
+                                   "the class's own",
+    "ConsumerSettings.start_from_beginning": "a new group starts at the earliest offset",
+    "ConsumerSettings.max_batch_size": "messages per batch handed to a batch consumer",
+    "ConsumerSettings.session_timeout_ms": "librdkafka `session.timeout.ms`",
+    "ConsumerSettings.payload_log": "what is logged about a failed message",
+    "ConsumerSettings.on_error": "what a handler error does to the message",
+    "ConsumerSettings.retry": "see `consumers[].retry` below",
+    "ConsumerSettings.dead_letter_topic": "topic failed messages go to with "
+                                          "`on_error = \"dead_letter\"`",
+    "ConsumerSettings.reraise_errors": "stop the consumer on an error it does not handle",
+    "ConsumerSettings.use_schema_classes": "hand generated schema classes to the handler "
+                                           "(default `schema.use_schema_classes`)",
+    "ConsumerSettings.disabled": "do not start this consumer",
+    "SchemaSettings.registry_url": "schema registry URL (credentials in it are masked)",
+    "SchemaSettings.user": "schema registry user",
+    "SchemaSettings.password": "schema registry password (secret)",
+    "SchemaSettings.path": "directory of local schema files",
+    "SchemaSettings.use_schema_classes": "consumers get generated classes instead of dicts",
+    "SchemaSettings.generated_class_path": "package of generated schema classes",
+    "MetricsSettings.providers": "entry-point names of the enabled providers "
+                                 "(`\"log,mock\"` is accepted)",
+    "TracingSettings.providers": "entry-point names of the enabled providers",
+}
+
+
+def type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f'`"{a}"`' for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(type_name(a) for a in args)
+    if origin in (list, tuple):
+        return f"list of {type_name(args[0])}"
+    if origin is dict:
+        return "table" if args[1] is not str else "table of string"
+    if annotation is type(None):
+        return "none"
+    if annotation is SecretStr:
+        return "secret string"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "table"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " \\| ".join(f"`{m.value}`" for m in annotation)
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def default_text(field: Any) -> str:
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "**required**"
+    value = field.default_factory() if field.default_factory else field.default
+    if isinstance(value, BaseModel):
+        return "defaults below" if type(value) is not c.KeyConfig else '`"none"`'
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if value in ({}, []):
+        return "`{}`" if isinstance(value, dict) else "`[]`"
+    return f"`{value}`"
+
+
+def constraints(field: Any) -> str:
+    out = []
+    for meta in field.metadata:
+        for attr, sign in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
+            if getattr(meta, attr, None) is not None:
+                out.append(f"{sign} {getattr(meta, attr)}")
+    return f" ({', '.join(out)})" if out else ""
+
+
+def key_of(name: str, field: Any) -> str:
+    return field.alias or name
+
+
+def rows(model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
+    out = []
+    for name, field in model.model_fields.items():
+        key = key_of(name, field)
+        description = field.description or DESCRIPTIONS.get(f"{model.__name__}.{key}")
+        if not description:
+            raise SystemExit(f"no description for {model.__name__}.{key}: add one to the "
+                             "model or to DESCRIPTIONS")
+        out.append((key, type_name(field.annotation) + constraints(field),
+                    default_text(field), description))
+    return out
+
+
+def generate() -> str:
+    parts = []
+    for path, model, text in SECTIONS:
+        parts.append(f"### `{path}`\n\n{text}\n")
+        parts.append("| key | type | default | description |")
+        parts.append("|---|---|---|---|")
+        for key, typ, default, description in rows(model):
+            env = "DEIMOS_" + "__".join(
+                p.replace("[]", "__0").upper() for p in [*path.split("."), key])
+            parts.append(f"| `{key}` | {typ} | {default} | {description}; "
+                         f"env `{env}` |")
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def render(page: str) -> str:
+    head, _, rest = page.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n\n{generate()}\n{END}{tail}"
+
+
+def main(argv: list[str]) -> int:
+    page = PAGE.read_text()
+    if BEGIN not in page or END not in page:
+        print(f"{PAGE} lacks the {BEGIN} / {END} markers", file=sys.stderr)
+        return 1
+    new = render(page)
+    if "--check" in argv:
+        if new != page:
+            print(f"{PAGE} is out of date: run python scripts/gen_config_reference.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    PAGE.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
