@@ -88,7 +88,7 @@ def test_sync_kafka_backend_raises_on_delivery_failure_and_counts_nothing_publis
         pass
 
     P.topic = topic
-    with pytest.raises(PublishError, match="not delivered|refused"):
+    with pytest.raises(PublishError, match=r"not delivered|refused"):
         P.publish("x" * 5000)
     assert mock_metrics().total("publish", topic=topic) == 0
     assert mock_metrics().total("publish_error", topic=topic) == 1

@@ -20,11 +20,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
 from deimos.config import ConsumerSettings, KeyConfig, Settings
 from deimos.errors import DecodeError, DeimosError, PublishError
@@ -42,38 +42,126 @@ ERROR_HEADERS = (
 )
 
 
-@dataclass(slots=True)
+# unbound C methods: ``list(map(_value, msgs))`` costs far less than a Python loop
+_value: Any = KafkaMessage.value
+_key: Any = KafkaMessage.key
+_offset: Any = KafkaMessage.offset
+_partition: Any = KafkaMessage.partition
+_error: Any = KafkaMessage.error
+_topic: Any = KafkaMessage.topic
+
+
+def _ts(m: Any) -> int | None:
+    t = m.timestamp()
+    return t[1] if t and t[0] else None
+
+
+def _headers(m: Any) -> dict[str, bytes]:
+    h = m.headers()
+    return dict(h) if h else {}
+
+
+_RAW: Any = object()  # "no decoded key: read the raw key on access"
+
+
 class Metadata:
-    """What a handler knows about one message besides its payload."""
+    """What a handler knows about one message besides its payload.
 
-    key: Any
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    headers: dict[str, bytes]
-    raw_key: bytes | None = None
+    Fields other than ``topic``/``partition`` are read from the underlying Kafka message on
+    first access, so a handler pays only for the metadata it uses.
+    """
+
+    __slots__ = ("_k", "_m", "partition", "topic")
+
+    def __init__(self, message: Any, key: Any, topic: str, partition: int) -> None:
+        self._m = message
+        self._k = key
+        self.topic = topic
+        self.partition = partition
+
+    @property
+    def key(self) -> Any:
+        """The decoded key (raw bytes when the consumer has no key config)."""
+        return self._m.key() if self._k is _RAW else self._k
+
+    @property
+    def raw_key(self) -> bytes | None:
+        return self._m.key()
+
+    @property
+    def offset(self) -> int:
+        return self._m.offset()
+
+    @property
+    def timestamp(self) -> int | None:
+        """Milliseconds since the epoch, or None when the message has none."""
+        return _ts(self._m)
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        return _headers(self._m)
+
+    @property
+    def message(self) -> Any:
+        """The confluent-kafka message, for anything not exposed here."""
+        return self._m
+
+    def __repr__(self) -> str:
+        return (f"Metadata(topic={self.topic!r}, partition={self.partition}, "
+                f"offset={self.offset}, key={self.key!r})")
 
 
-@dataclass(slots=True)
 class BatchMetadata:
-    """Per-message details of a batch, as parallel lists (all one topic-partition)."""
+    """Per-message details of a batch of one topic-partition, as parallel lists.
 
-    topic: str
-    partition: int
-    keys: list[Any]
-    offsets: list[int]
-    timestamps: list[int | None]
-    headers: list[dict[str, bytes]]
+    Lists are built from the Kafka messages on first access (a handler that only needs the
+    payloads pays nothing for them).
+    """
+
+    __slots__ = ("_cache", "_keys", "_msgs", "partition", "topic")
+
+    def __init__(self, messages: list[Any], keys: list[Any] | None, topic: str,
+                 partition: int) -> None:
+        self._msgs = messages
+        self._keys = keys
+        self._cache: dict[str, list[Any]] = {}
+        self.topic = topic
+        self.partition = partition
+
+    def _list(self, name: str, fn: Any) -> list[Any]:
+        got = self._cache.get(name)
+        if got is None:
+            got = self._cache[name] = list(map(fn, self._msgs))
+        return got
+
+    @property
+    def keys(self) -> list[Any]:
+        """Decoded keys (raw bytes when the consumer has no key config)."""
+        return self._keys if self._keys is not None else self._list("keys", _key)
+
+    @property
+    def offsets(self) -> list[int]:
+        return self._list("offsets", _offset)
+
+    @property
+    def timestamps(self) -> list[int | None]:
+        return self._list("timestamps", _ts)
+
+    @property
+    def headers(self) -> list[dict[str, bytes]]:
+        return self._list("headers", _headers)
+
+    @property
+    def messages(self) -> list[Any]:
+        return self._msgs
 
     @property
     def batch_size(self) -> int:
-        return len(self.offsets)
+        return len(self._msgs)
 
     def slice(self, start: int, stop: int | None = None) -> BatchMetadata:
-        s = slice(start, stop)
-        return BatchMetadata(self.topic, self.partition, self.keys[s], self.offsets[s],
-                             self.timestamps[s], self.headers[s])
+        keys = None if self._keys is None else self._keys[start:stop]
+        return BatchMetadata(self._msgs[start:stop], keys, self.topic, self.partition)
 
 
 class BatchError(DeimosError):
@@ -119,7 +207,7 @@ def import_class(path: str) -> type:
     """``"package.module:Class"`` (or ``package.module.Class``) to the class."""
     module, _, name = path.partition(":") if ":" in path else path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise DeimosError(f"cannot import consumer class {path!r}: {exc}") from exc
 
@@ -191,11 +279,14 @@ class MessageProcessor:
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def decode(self, topic: str, values: list[bytes | None], keys: list[bytes | None]
-               ) -> tuple[list[Any], list[Any], dict[int, BaseException]]:
-        """Payloads, keys and the index -> error of every message that failed to decode."""
+    def decode(self, topic: str, msgs: list[Any]
+               ) -> tuple[list[Any], list[Any] | None, dict[int, BaseException]]:
+        """Payloads, decoded keys (``None``: raw keys, read lazily) and the index -> error of
+        every message that failed to decode. One backend call per batch; per message only
+        when the batch call failed, to find the culprits."""
         sb = self.schema_for(topic)
         ctx = sb.context
+        values = list(map(_value, msgs))
         errors: dict[int, BaseException] = {}
         try:
             payloads = sb.decode(ctx, values)
@@ -206,21 +297,23 @@ class MessageProcessor:
                     payloads.append(sb.decode(ctx, [v])[0])
                 except Exception as exc:
                     errors[i] = exc if isinstance(exc, DecodeError) else DecodeError(
-                        f"cannot decode the value at index {i} on {topic!r}: "
-                        f"{type(exc).__name__}: {exc}")
+                        f"cannot decode the value at offset {msgs[i].offset()} on "
+                        f"{topic!r}: {type(exc).__name__}: {exc}")
                     payloads.append(None)
         if self.key_config.kind == "none" or sb.decode_key is None:
-            return payloads, keys, errors
+            return payloads, None, errors
+        raw_keys = list(map(_key, msgs))
         try:
-            dkeys = sb.decode_key(ctx, keys)
+            dkeys = sb.decode_key(ctx, raw_keys)
         except Exception:
             dkeys = []
-            for i, k in enumerate(keys):
+            for i, k in enumerate(raw_keys):
                 try:
                     dkeys.append(sb.decode_key(ctx, [k])[0])
                 except Exception as exc:
                     errors.setdefault(i, DecodeError(
-                        f"cannot decode the key at index {i} on {topic!r}: {exc}"))
+                        f"cannot decode the key at offset {msgs[i].offset()} on {topic!r}: "
+                        f"{exc}"))
                     dkeys.append(None)
         return payloads, dkeys, errors
 
@@ -284,13 +377,12 @@ class MessageProcessor:
             offsets may be stored; when ``error`` is set, the message at ``failed_offset``
             must be retried (its attempt count is ``attempt_of(offset)``).
         """
-        topic = msgs[0].topic()
-        partition = msgs[0].partition()
-        payloads, keys, decode_errors = self.decode(
-            topic, [m.value() for m in msgs], [m.key() for m in msgs])
+        first = msgs[0]
+        topic = first.topic()
+        partition = first.partition()
+        payloads, keys, decode_errors = self.decode(topic, msgs)
         tags = {"topic": topic, "consumer_group": self.group}
         tel = self.telemetry
-        n = len(msgs)
         self._log_payloads(topic, partition, msgs, payloads, keys)
         if tel.metrics_enabled:
             ts = msgs[-1].timestamp()
@@ -300,77 +392,105 @@ class MessageProcessor:
         if self.batch:
             return self._process_batch(msgs, payloads, keys, decode_errors, attempt_of,
                                        topic, partition, tags)
+        n = len(msgs)
         tel.increment("handler", n, {**tags, "status": "received"})
-        handler = self.handler
-        consume = handler.consume  # type: ignore[attr-defined]
         ok = 0
-        for i, m in enumerate(msgs):
-            if i in decode_errors:
-                self.give_up(m, decode_errors[i], 1)
-                ok += 1
-                continue
-            md = Metadata(keys[i], topic, partition, m.offset(), _ts(m), _headers(m), m.key())
-            start = time.perf_counter()
-            try:
-                if tel.tracing_enabled:
-                    with tel.span(f"{topic} process", _span_attrs(topic, self.group, partition,
-                                                                  m.offset(), 1), md.headers):
-                        consume(payloads[i], md)
-                else:
-                    consume(payloads[i], md)
-            except Exception as exc:
-                tel.increment("handler", 1, {**tags, "status": "error"})
-                if ok:
-                    tel.increment("handler", ok, {**tags, "status": "success"})
-                attempt = attempt_of(m.offset())
-                if attempt >= self.settings.retry.attempts or self.handler.fatal_error(
-                        exc, payloads[i], md):
-                    self.give_up(m, exc, attempt, payloads[i], md)
+        failed = 0
+        while ok < n:
+            stop = n
+            if decode_errors:
+                bad = [i for i in decode_errors if i >= ok]
+                if bad and min(bad) == ok:
+                    self.give_up(msgs[ok], decode_errors[ok], 1)
+                    failed += 1
                     ok += 1
-                    tel.increment("handler", 0, {**tags, "status": "success"})
                     continue
-                return ok, exc, m.offset()
-            tel.timing("handler", time.perf_counter() - start, {**tags, "time": "consume"})
-            ok += 1
-        tel.increment("handler", n, {**tags, "status": "success"})
-        return ok, None, None
+                stop = min(bad) if bad else n
+            i, exc = self._run_messages(msgs, payloads, keys, ok, stop, topic, partition, tags)
+            if exc is None:
+                ok = stop
+                continue
+            tel.increment("handler", 1, {**tags, "status": "error"})
+            m = msgs[i]
+            md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
+            attempt = attempt_of(m.offset())
+            if attempt < self.settings.retry.attempts and not self.handler.fatal_error(
+                    exc, payloads[i], md):
+                if i - failed:
+                    tel.increment("handler", i - failed, {**tags, "status": "success"})
+                return i, exc, m.offset()
+            self.give_up(m, exc, attempt, payloads[i], md)
+            failed += 1
+            ok = i + 1
+        if n - failed:
+            tel.increment("handler", n - failed, {**tags, "status": "success"})
+        return n, None, None
 
-    def _process_batch(self, msgs: list[Any], payloads: list[Any], keys: list[Any],
+    def _run_messages(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
+                      start: int, stop: int, topic: str, partition: int,
+                      tags: dict[str, str]) -> tuple[int, BaseException | None]:
+        """Call the handler for ``msgs[start:stop]``; the index and error of the first
+        failure, or ``(stop, None)``."""
+        consume = self.handler.consume  # type: ignore[attr-defined]
+        tel = self.telemetry
+        i = start
+        try:
+            if tel.tracing_enabled or tel.metrics_enabled:
+                for i in range(start, stop):
+                    m = msgs[i]
+                    md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
+                    t0 = time.perf_counter()
+                    if tel.tracing_enabled:
+                        with tel.span(f"{topic} process", _span_attrs(
+                                topic, self.group, partition, m.offset(), 1), md.headers):
+                            consume(payloads[i], md)
+                    else:
+                        consume(payloads[i], md)
+                    tel.timing("handler", time.perf_counter() - t0, {**tags, "time": "consume"})
+            elif keys is None:
+                for i in range(start, stop):
+                    consume(payloads[i], Metadata(msgs[i], _RAW, topic, partition))
+            else:
+                for i in range(start, stop):
+                    consume(payloads[i], Metadata(msgs[i], keys[i], topic, partition))
+        except Exception as exc:
+            return i, exc
+        return stop, None
+
+    def _process_batch(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
                        decode_errors: dict[int, BaseException],
                        attempt_of: Callable[[int], int], topic: str, partition: int,
                        tags: dict[str, str]) -> tuple[int, BaseException | None, int | None]:
         tel = self.telemetry
         if decode_errors:
-            good = [i for i in range(len(msgs)) if i not in decode_errors]
-            # handle the decodable prefix, give up on the bad ones, in offset order
+            # hand the decodable runs to the handler and give up on the bad ones, in order
             done = 0
-            for i in sorted(decode_errors):
-                seg = [j for j in good if done <= j < i]
-                if seg:
+            for bad in sorted(decode_errors):
+                if bad > done:
                     handled, err, off = self._process_batch(
-                        [msgs[j] for j in seg], [payloads[j] for j in seg],
-                        [keys[j] for j in seg], {}, attempt_of, topic, partition, tags)
+                        msgs[done:bad], payloads[done:bad],
+                        None if keys is None else keys[done:bad], {}, attempt_of, topic,
+                        partition, tags)
                     if err is not None:
-                        return seg[0] + handled, err, off
-                self.give_up(msgs[i], decode_errors[i], 1)
-                done = i + 1
-            rest = [j for j in good if j >= done]
-            if rest:
+                        return done + handled, err, off
+                self.give_up(msgs[bad], decode_errors[bad], 1)
+                done = bad + 1
+            if done < len(msgs):
                 handled, err, off = self._process_batch(
-                    [msgs[j] for j in rest], [payloads[j] for j in rest],
-                    [keys[j] for j in rest], {}, attempt_of, topic, partition, tags)
-                return rest[0] + handled, err, off
+                    msgs[done:], payloads[done:], None if keys is None else keys[done:], {},
+                    attempt_of, topic, partition, tags)
+                return done + handled, err, off
             return len(msgs), None, None
         n = len(msgs)
-        md = BatchMetadata(topic, partition, keys, [m.offset() for m in msgs],
-                           [_ts(m) for m in msgs], [_headers(m) for m in msgs])
-        tel.increment("handler", 1, {**tags, "status": "batch_received"})
-        tel.increment("handler", n, {**tags, "status": "received"})
+        md = BatchMetadata(msgs, keys, topic, partition)
+        if tel.metrics_enabled:
+            tel.increment("handler", 1, {**tags, "status": "batch_received"})
+            tel.increment("handler", n, {**tags, "status": "received"})
         start = time.perf_counter()
         try:
             if tel.tracing_enabled:
                 with tel.span(f"{topic} process", _span_attrs(topic, self.group, partition,
-                                                              md.offsets[0], n),
+                                                              msgs[0].offset(), n),
                               None, md.headers):
                     self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
             else:
@@ -395,15 +515,16 @@ class MessageProcessor:
                     c = one_exc.cause if isinstance(one_exc, BatchError) and isinstance(
                         one_exc.cause, BaseException) else one_exc
                     self.give_up(msgs[j], c, attempt, payloads[j], one)
-            tel.increment("handler", n, {**tags, "status": "success"})
             return n, None, None
-        tel.timing("handler", time.perf_counter() - start, {**tags, "time": "consume_batch"})
-        tel.increment("handler", 1, {**tags, "status": "batch_success"})
-        tel.increment("handler", n, {**tags, "status": "success"})
+        if tel.metrics_enabled:
+            tel.timing("handler", time.perf_counter() - start,
+                       {**tags, "time": "consume_batch"})
+            tel.increment("handler", 1, {**tags, "status": "batch_success"})
+            tel.increment("handler", n, {**tags, "status": "success"})
         return n, None, None
 
     def _log_payloads(self, topic: str, partition: int, msgs: list[Any], payloads: list[Any],
-                      keys: list[Any]) -> None:
+                      keys: list[Any] | None) -> None:
         if not log.isEnabledFor(logging.DEBUG):
             return
         mode = self.settings.payload_log
@@ -416,17 +537,7 @@ class MessageProcessor:
                       [m.headers() for m in msgs])
         else:
             log.debug("received from %s[%d]: %r", topic, partition,
-                      list(zip(keys, payloads)))
-
-
-def _ts(m: Any) -> int | None:
-    t = m.timestamp()
-    return t[1] if t and t[0] else None
-
-
-def _headers(m: Any) -> dict[str, bytes]:
-    h = m.headers()
-    return dict(h) if h else {}
+                      list(zip(keys if keys is not None else map(_key, msgs), payloads)))
 
 
 def _span_attrs(topic: str, group: str, partition: int, offset: int, n: int) -> dict[str, Any]:
@@ -469,6 +580,7 @@ class ConsumerLoop:
         self._retries: dict[tuple[str, int], _Retry] = {}
         self._attempts: dict[tuple[str, int, int], int] = {}
         self.consumer: KafkaConsumer | None = None
+        self._multi_topic = bool(settings.topic_pattern) or len(settings.topics) != 1
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -512,22 +624,34 @@ class ConsumerLoop:
             log.info("consumer %s stopped", cs.name)
 
     def handle(self, consumer: KafkaConsumer, msgs: list[Any]) -> None:
-        groups: dict[tuple[str, int], list[Any]] = {}
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+        """Process one polled batch: group by topic-partition, handle, store offsets."""
+        errs = list(map(_error, msgs))
+        if errs.count(None) != len(errs):
+            for err in errs:
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.error("consumer %s: %s", self.settings.name, err)
-                continue
-            tp = (m.topic(), m.partition())
-            if tp in self._retries:
-                continue  # paused for a retry; re-read after the seek
-            g = groups.get(tp)
-            if g is None:
-                groups[tp] = [m]
-            else:
-                g.append(m)
+            msgs = [m for m, err in zip(msgs, errs) if err is None]
+            if not msgs:
+                return
+        parts: list[int] = list(map(_partition, msgs))
+        topics: list[str] | None = list(map(_topic, msgs)) if self._multi_topic else None
+        groups: dict[tuple[str, int], list[Any]]
+        if parts.count(parts[0]) == len(parts) and (
+                topics is None or topics.count(topics[0]) == len(topics)):
+            groups = {(str(msgs[0].topic()), parts[0]): msgs}
+        else:
+            groups = {}
+            for i, m in enumerate(msgs):
+                tp = (topics[i] if topics is not None else str(m.topic()), parts[i])
+                g = groups.get(tp)
+                if g is None:
+                    groups[tp] = [m]
+                else:
+                    g.append(m)
         for (topic, partition), group in groups.items():
+            if self._retries and (topic, partition) in self._retries:
+                continue  # paused for a retry; re-read after the seek
+
             def attempt_of(offset: int, _t: str = topic, _p: int = partition) -> int:
                 return self._attempts.get((_t, _p, offset), 0) + 1
 
@@ -540,8 +664,9 @@ class ConsumerLoop:
             if handled:
                 last = group[handled - 1].offset()
                 consumer.store_offsets(offsets=[TopicPartition(topic, partition, last + 1)])
-                for m in group[:handled]:
-                    self._attempts.pop((topic, partition, m.offset()), None)
+                if self._attempts:
+                    for m in group[:handled]:
+                        self._attempts.pop((topic, partition, m.offset()), None)
             if error is not None and failed_offset is not None:
                 self._schedule_retry(consumer, topic, partition, failed_offset, error)
 

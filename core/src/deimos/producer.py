@@ -92,10 +92,7 @@ def producers_disabled(cls: type | None = None) -> bool:
 def _get_path(payload: Any, path: str) -> Any:
     cur = payload
     for part in path.split("."):
-        if isinstance(cur, Mapping):
-            cur = cur.get(part)
-        else:
-            cur = getattr(cur, part, None)
+        cur = cur.get(part) if isinstance(cur, Mapping) else getattr(cur, part, None)
         if cur is None:
             return None
     return cur
@@ -255,7 +252,7 @@ def _norm_headers(headers: Headers | Mapping[str, Any] | None) -> Headers | None
     if not headers:
         return None
     items = headers.items() if isinstance(headers, Mapping) else headers
-    return [(k, v if isinstance(v, bytes) or v is None else str(v).encode()) for k, v in items]
+    return [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
 
 
 class Producer:

@@ -125,8 +125,10 @@ def consumer_factories(names: Sequence[str] | None = None) -> list[Callable[[], 
     runtime = get_runtime()
     factories: list[Callable[[], Runnable]] = []
     for cls, cs in consumer_settings_for(runtime, names):
-        for _ in range(cs.concurrency):
-            factories.append(lambda cls=cls, cs=cs: ConsumerLoop(cls, cs, get_runtime()))
+        def make(cls: type = cls, cs: Any = cs) -> Runnable:
+            return ConsumerLoop(cls, cs, get_runtime())
+
+        factories.extend([make] * cs.concurrency)
     return factories
 
 

@@ -169,7 +169,7 @@ class KafkaBackend:
                 try:
                     if m.headers:
                         produce(topic, m.encoded_payload, m.encoded_key, partition,
-                                callback, headers=m.headers)
+                                callback, headers=m.headers)  # type: ignore[arg-type]
                     else:
                         produce(topic, m.encoded_payload, m.encoded_key, partition, callback)
                     break
@@ -180,8 +180,8 @@ class KafkaBackend:
                     break
         if not sync:
             poll(0)
-            for m, exc in refused:
-                callback(exc.args[0] if exc.args else KafkaError(KafkaError._FAIL),
+            for m, error in refused:
+                callback(error.args[0] if error.args else KafkaError(KafkaError._FAIL),
                          _RefusedMsg(topic, m))
             if refused:
                 raise PublishError(

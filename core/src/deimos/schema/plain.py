@@ -11,10 +11,6 @@ from deimos.hookspecs import hookimpl
 from deimos.schema.base import SchemaContext, SchemaField
 
 
-
-
-
-
 class PlainSchemaBackend:
     """Values and keys are text: ``str`` is sent as UTF-8, ``bytes`` as is; consumers get
     ``str`` back. Anything else is an error, since there is no schema to say how to encode it.
