@@ -11,9 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka_helpers import committed, wait_for
-
 from confluent_kafka import Producer as RawProducer
+from kafka_helpers import committed, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
