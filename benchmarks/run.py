@@ -264,6 +264,8 @@ def consume_rss(b: Bench) -> dict[str, Any]:
 
 def _load_plugins() -> None:
     """Benchmarks of plugins live beside this file (bench_<plugin>.py) and register here."""
+    # bench_*.py import ``run``: make that this very module even when run as a script
+    sys.modules.setdefault("run", sys.modules[__name__])
     for path in sorted(Path(__file__).parent.glob("bench_*.py")):
         __import__(path.stem)
 

@@ -1,0 +1,180 @@
+"""Avro benchmarks: deimos with ``avro_schema_registry`` (mock:// registry) against a raw
+fastavro + confluent-kafka loop, and against confluent-kafka's own AvroSerializer path."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from run import Bench, Counter, bench
+
+import deimos
+from deimos.consumer import BatchConsumer
+
+SCHEMA = {
+    "type": "record", "name": "Widget", "namespace": "com.bench",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "name", "type": "string"},
+        {"name": "price", "type": "double"},
+        {"name": "active", "type": "boolean"},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "updated_at", "type": "long"},
+    ],
+}
+
+_schema_dir: str | None = None
+
+
+def _schemas() -> str:
+    global _schema_dir
+    if _schema_dir is None:
+        _schema_dir = tempfile.mkdtemp(prefix="deimos-bench-schemas-")
+        path = Path(_schema_dir, "com", "bench")
+        path.mkdir(parents=True)
+        (path / "Widget.avsc").write_text(json.dumps(SCHEMA))
+    return _schema_dir
+
+
+def _records(n: int) -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    return [{"id": i, "name": f"widget-{i}", "price": i * 0.5, "active": i % 2 == 0,
+             "tags": ["red", "large", f"t{i % 7}"], "updated_at": now + i} for i in range(n)]
+
+
+def _configure(b: Bench) -> Any:
+    b.configure(schema={"backend": "avro_schema_registry", "path": _schemas(),
+                        "registry_url": "mock://bench"},
+                producers={"backend": "kafka_async"})
+    from deimos_avro import registry_client
+
+    return registry_client()
+
+
+class _WidgetProducer(deimos.Producer):
+    schema = "Widget"
+    namespace = "com.bench"
+
+
+def _raw_produce_loop(b: Bench, topic: str, encode: Any, records: list[dict[str, Any]]
+                      ) -> float:
+    p = b.raw_producer()
+    start = time.perf_counter()
+    produce = p.produce
+    for i, rec in enumerate(records):
+        value = encode(rec)
+        while True:
+            try:
+                produce(topic, value)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 500 == 0:
+            p.poll(0)
+    p.flush(60)
+    return len(records) / (time.perf_counter() - start)
+
+
+@bench("produce_avro")
+def produce_avro(b: Bench) -> dict[str, Any]:
+    """deimos Producer (avro_schema_registry) vs fastavro schemaless_writer + header + produce;
+    also reports confluent-kafka's AvroSerializer path."""
+    n = b.messages
+    records = _records(n)
+    client = _configure(b)
+    parsed = fastavro.parse_schema(SCHEMA)
+
+    def raw() -> float:
+        topic = b.topic()
+        schema_id = client.register_schema(f"{topic}-value", Schema(json.dumps(SCHEMA), "AVRO"))
+        header = b"\x00" + struct.pack(">I", schema_id)
+        buf = io.BytesIO()
+        writer = fastavro.schemaless_writer
+
+        def encode(rec: dict[str, Any]) -> bytes:
+            buf.seek(0)
+            buf.truncate()
+            writer(buf, parsed, rec)
+            return header + buf.getvalue()
+
+        return _raw_produce_loop(b, topic, encode, records)
+
+    def ours() -> float:
+        _WidgetProducer.topic = b.topic()
+        start = time.perf_counter()
+        for i in range(0, n, 500):
+            _WidgetProducer.publish_list(records[i:i + 500])
+        deimos.flush(60)
+        return n / (time.perf_counter() - start)
+
+    result = b.alternate(raw, ours)
+
+    def confluent() -> float:
+        topic = b.topic()
+        ser = AvroSerializer(client, json.dumps(SCHEMA))
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        return _raw_produce_loop(b, topic, lambda rec: ser(rec, ctx), records)
+
+    conf_rate = max(confluent() for _ in range(b.rounds))
+    result["confluent_serializer"] = round(conf_rate)
+    result["ratio_vs_confluent_serializer"] = round(result["deimos"] / conf_rate, 3)
+    return result
+
+
+class _WidgetConsumer(BatchConsumer):
+    schema = "Widget"
+    namespace = "com.bench"
+    counter: Counter
+
+    def consume_batch(self, payloads: list[Any], metadata: Any) -> None:
+        self.counter.add(len(payloads))
+
+
+@bench("consume_batch_avro")
+def consume_batch_avro(b: Bench) -> dict[str, Any]:
+    """deimos BatchConsumer (avro_schema_registry) vs raw consume + fastavro schemaless_reader;
+    also reports confluent-kafka's AvroDeserializer path."""
+    n = b.messages
+    client = _configure(b)
+    parsed = fastavro.parse_schema(SCHEMA)
+    topic = b.topic()
+    schema_id = client.register_schema(f"{topic}-value", Schema(json.dumps(SCHEMA), "AVRO"))
+    header = b"\x00" + struct.pack(">I", schema_id)
+    values = []
+    for rec in _records(n):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, rec)
+        values.append(header + buf.getvalue())
+    p = b.raw_producer()
+    for i, v in enumerate(values):
+        while True:
+            try:
+                p.produce(topic, v)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    reader = fastavro.schemaless_reader
+
+    def raw_decode(v: bytes) -> Any:
+        return reader(io.BytesIO(v[5:]), parsed, parsed)
+
+    result = b.alternate(lambda: b.raw_consume(topic, n, raw_decode),
+                         lambda: b.deimos_consume(_WidgetConsumer, topic, n))
+    des = AvroDeserializer(client)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    conf_rate = max(b.raw_consume(topic, n, lambda v: des(v, ctx)) for _ in range(b.rounds))
+    result["confluent_deserializer"] = round(conf_rate)
+    result["ratio_vs_confluent_deserializer"] = round(result["deimos"] / conf_rate, 3)
+    return result
