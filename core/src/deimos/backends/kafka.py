@@ -9,6 +9,7 @@ the ``publish_error`` metric (async).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -82,9 +83,19 @@ class _SharedProducer:
 
 _pool_lock = threading.Lock()
 _pool: dict[tuple[tuple[str, str], ...], _SharedProducer] = {}
+_exit_flush_timeout = 30.0
+_atexit_registered = False
+
+
+def _flush_at_exit() -> None:
+    """Asynchronously sent messages must not vanish when a script simply ends."""
+    remaining = flush_all(_exit_flush_timeout)
+    if remaining:
+        log.error("%d message(s) were still undelivered at exit", remaining)
 
 
 def shared_producer(settings: Settings) -> _SharedProducer:
+    global _atexit_registered, _exit_flush_timeout
     conf = producer_config(settings)
     key = tuple(sorted((k, repr(v)) for k, v in conf.items()))
     sp = _pool.get(key)
@@ -93,6 +104,10 @@ def shared_producer(settings: Settings) -> _SharedProducer:
             sp = _pool.get(key)
             if sp is None:
                 sp = _pool[key] = _SharedProducer(conf)
+                _exit_flush_timeout = settings.producers.flush_timeout
+                if not _atexit_registered:
+                    atexit.register(_flush_at_exit)
+                    _atexit_registered = True
     return sp
 
 
