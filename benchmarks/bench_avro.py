@@ -65,25 +65,6 @@ class _WidgetProducer(deimos.Producer):
     namespace = "com.bench"
 
 
-def _raw_produce_loop(b: Bench, topic: str, encode: Any, records: list[dict[str, Any]]
-                      ) -> float:
-    p = b.raw_producer()
-    start = time.perf_counter()
-    produce = p.produce
-    for i, rec in enumerate(records):
-        value = encode(rec)
-        while True:
-            try:
-                produce(topic, value)
-                break
-            except BufferError:
-                p.poll(0.05)
-        if i % 500 == 0:
-            p.poll(0)
-    p.flush(60)
-    return len(records) / (time.perf_counter() - start)
-
-
 @bench("produce_avro")
 def produce_avro(b: Bench) -> dict[str, Any]:
     """deimos Producer (avro_schema_registry) vs fastavro schemaless_writer + header + produce;
@@ -106,7 +87,7 @@ def produce_avro(b: Bench) -> dict[str, Any]:
             writer(buf, parsed, rec)
             return header + buf.getvalue()
 
-        return _raw_produce_loop(b, topic, encode, records)
+        return b.raw_produce(topic, records, encode=encode)
 
     def ours() -> float:
         _WidgetProducer.topic = b.topic()
@@ -122,7 +103,7 @@ def produce_avro(b: Bench) -> dict[str, Any]:
         topic = b.topic()
         ser = AvroSerializer(client, json.dumps(SCHEMA))
         ctx = SerializationContext(topic, MessageField.VALUE)
-        return _raw_produce_loop(b, topic, lambda rec: ser(rec, ctx), records)
+        return b.raw_produce(topic, records, encode=lambda rec: ser(rec, ctx))
 
     conf_rate = max(confluent() for _ in range(b.rounds))
     result["confluent_serializer"] = round(conf_rate)
@@ -154,17 +135,7 @@ def consume_batch_avro(b: Bench) -> dict[str, Any]:
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, parsed, rec)
         values.append(header + buf.getvalue())
-    p = b.raw_producer()
-    for i, v in enumerate(values):
-        while True:
-            try:
-                p.produce(topic, v)
-                break
-            except BufferError:
-                p.poll(0.05)
-        if i % 1000 == 0:
-            p.poll(0)
-    assert p.flush(60) == 0
+    b.raw_produce(topic, values)
     reader = fastavro.schemaless_reader
 
     def raw_decode(v: bytes) -> Any:

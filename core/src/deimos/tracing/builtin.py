@@ -44,9 +44,10 @@ def _trace_id(headers: Mapping[str, Any] | None) -> str | None:
 
 
 class _SimpleTracer:
-    def _new(self, name: str, attributes: Mapping[str, Any],
-             parent_headers: Mapping[str, bytes] | None,
-             links: Sequence[Mapping[str, bytes]] | None) -> SimpleSpan:
+    @hookimpl
+    def deimos_tracing_start(self, name: str, attributes: Mapping[str, Any],
+                             parent_headers: Mapping[str, bytes] | None,
+                             links: Sequence[Mapping[str, bytes]] | None) -> SimpleSpan:
         parent = _trace_id(parent_headers)
         linked = [t for t in (_trace_id(h) for h in links or ()) if t]
         return SimpleSpan(name, dict(attributes), parent or uuid.uuid4().hex,
@@ -65,12 +66,6 @@ class LogTracer(_SimpleTracer):
     """Logs each finished span with its duration, trace id and attributes at DEBUG."""
 
     @hookimpl
-    def deimos_tracing_start(self, name: str, attributes: Mapping[str, Any],
-                             parent_headers: Mapping[str, bytes] | None,
-                             links: Sequence[Mapping[str, bytes]] | None) -> SimpleSpan:
-        return self._new(name, attributes, parent_headers, links)
-
-    @hookimpl
     def deimos_tracing_finish(self, span: SimpleSpan) -> None:
         span.duration = time.perf_counter() - span.start
         log.debug("span %s trace=%s %.6fs%s %s", span.name, span.trace_id, span.duration,
@@ -87,12 +82,6 @@ class MockTracer(_SimpleTracer):
     def clear(self) -> None:
         with self._lock:
             self.spans.clear()
-
-    @hookimpl
-    def deimos_tracing_start(self, name: str, attributes: Mapping[str, Any],
-                             parent_headers: Mapping[str, bytes] | None,
-                             links: Sequence[Mapping[str, bytes]] | None) -> SimpleSpan:
-        return self._new(name, attributes, parent_headers, links)
 
     @hookimpl
     def deimos_tracing_finish(self, span: SimpleSpan) -> None:
