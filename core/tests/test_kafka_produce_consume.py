@@ -313,3 +313,44 @@ def test_partition_keeps_flowing_while_another_is_paused_for_retry(kafka, deimos
         wait_for(lambda: "slow" in handled, what="retried message")
     finally:
         loop.stop()
+
+
+def test_consumer_span_continues_the_producer_trace_and_failures_mark_it(kafka, deimos_topic):
+    topic = deimos_topic()
+    deimos.configure(kafka={"bootstrap_servers": kafka}, metrics={"providers": ["mock"]},
+                     tracing={"providers": ["mock"]})
+    tracer = get_registry().get("tracing", "mock").obj
+    tracer.clear()
+    mock_metrics().clear()
+
+    class P(deimos.Producer):
+        pass
+
+    P.topic = topic
+    P.publish_list(["ok", "fail"], sync=True)
+    seen: list[str] = []
+
+    class C(Consumer):
+        def consume(self, payload: Any, metadata: Any) -> None:
+            seen.append(payload)
+            if payload == "fail":
+                raise RuntimeError("handler failed")
+
+    C.topic = topic
+    loop = LoopThread(C, group_settings(C, on_error="skip")).start()
+    try:
+        wait_for(lambda: seen == ["ok", "fail"], what="both messages")
+        wait_for(lambda: len([s for s in tracer.spans if s.name.endswith("process")]) == 2,
+                 what="consumer spans")
+    finally:
+        loop.stop()
+    [publish] = [s for s in tracer.spans if s.name == f"{topic} publish"]
+    process = [s for s in tracer.spans if s.name == f"{topic} process"]
+    assert {s.trace_id for s in process} == {publish.trace_id}
+    assert all(s.parent_trace_id == publish.trace_id for s in process)
+    assert [s.error is not None for s in process] == [False, True]
+    assert process[0].attributes["messaging.destination.name"] == topic
+    assert process[0].attributes["messaging.kafka.offset"] == 0
+    assert mock_metrics().total("handler", topic=topic, status="error") == 1
+    assert mock_metrics().total("handler", topic=topic, status="success") == 1
+    assert mock_metrics().total("handler", topic=topic, status="received") == 2
