@@ -1,92 +1,38 @@
-"""confluent-kafka's schema registry client, one per URL and credentials per process.
+"""Registry calls of the Avro backends.
 
-One client per URL matters for ``mock://`` registries: confluent-kafka keeps a mock
-registry's store inside the client object, so producers, consumers and tests of one process
-must share it to see each other's schemas (:func:`registry_client` gives tests that client).
+The client cache itself (one confluent-kafka client per URL and credentials, so ``mock://``
+registries are shared) lives in core, :mod:`deimos.schema.registry`, shared with the Protobuf
+and JSON Schema plugins; the names below are kept for existing imports.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from fastavro.schema import expand_schema
 
-from deimos.config import Settings, get_settings, mask_url
-from deimos.errors import SchemaError
+from deimos.config import Settings, get_settings
+from deimos.schema import registry as _shared
+from deimos.schema.registry import RegistryError, reset_clients, safe_url
 
 from .schemas import AvroSchema, from_dict
 
-
-class RegistryError(SchemaError):
-    """The schema registry could not be reached or refused a request."""
-
-
-_clients: dict[tuple[Any, ...], SchemaRegistryClient] = {}
-_lock = threading.Lock()
-
-
-def _conf(settings: Settings) -> dict[str, Any]:
-    conf: dict[str, Any] = {"url": settings.schema.registry_url}
-    user, password = settings.schema.user, settings.schema.password
-    if user is not None or password is not None:
-        secret = password.get_secret_value() if password is not None else ""
-        conf["basic.auth.user.info"] = f"{user or ''}:{secret}"
-    avro = getattr(settings, "avro", None)
-    if avro is not None:
-        conf.update(avro.registry_config)
-    return conf
+__all__ = ["RegistryError", "registry_client", "reset_clients", "safe_url", "schema_id",
+           "writer_schema"]
 
 
 def registry_client(settings: Settings | None = None) -> SchemaRegistryClient:
-    """The shared client for ``schema.registry_url`` (``mock://name`` -> in-memory)."""
-    conf = _conf(settings or get_settings())
-    key = tuple(sorted((k, str(v)) for k, v in conf.items()))
-    client = _clients.get(key)
-    if client is None:
-        with _lock:
-            client = _clients.get(key)
-            if client is None:
-                # new_client, not the constructor: only it returns the mock for mock:// URLs.
-                client = _clients[key] = SchemaRegistryClient.new_client(dict(conf))
-    return client
-
-
-def reset_clients() -> None:
-    """Drop every shared client (and with them every ``mock://`` registry's contents)."""
-    with _lock:
-        _clients.clear()
-
-
-def safe_url(settings: Settings) -> str:
-    """The registry URL with any credentials masked, for messages."""
-    return mask_url(settings.schema.registry_url)
-
-
-def _scrub(text: str, settings: Settings) -> str:
-    text = mask_url(text)
-    pw = settings.schema.password
-    secrets = [pw.get_secret_value()] if pw is not None else []
-    url = settings.schema.registry_url
-    if "@" in url.split("//", 1)[-1]:
-        userinfo = url.split("//", 1)[-1].split("@", 1)[0]
-        secrets.append(userinfo.partition(":")[2])
-    for s in secrets:
-        if s:
-            text = text.replace(s, "**********")
-    return text
+    """The shared client for ``schema.registry_url`` (``mock://name`` -> in-memory), with the
+    ``avro.registry_config`` properties."""
+    settings = settings or get_settings()
+    avro = getattr(settings, "avro", None)
+    return _shared.registry_client(settings, avro.registry_config if avro is not None else None)
 
 
 def _fail(settings: Settings, action: str, exc: Exception) -> RegistryError:
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
-
-    if isinstance(exc, SchemaRegistryError):
-        what = f"Schema registry at {safe_url(settings)} refused to {action}"
-    else:
-        what = f"Cannot reach the schema registry at {safe_url(settings)} to {action}"
-    return RegistryError(f"{what}: {type(exc).__name__}: {_scrub(str(exc), settings)}")
+    return _shared.registry_failure(settings, action, exc)
 
 
 def schema_id(settings: Settings, subject: str, schema: AvroSchema, register: bool) -> int:
