@@ -25,10 +25,11 @@ _METRIC_HOOKS = ("increment", "gauge", "histogram", "time")
 class Spans:
     """The spans one ``Telemetry.span`` opened, one per tracing provider."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_carrier", "_items")
 
     def __init__(self, items: list[tuple[Any, Any]]):
         self._items = items  # (provider, span handle)
+        self._carrier: dict[str, bytes] | None = None
 
     def set_error(self, exc: BaseException) -> None:
         for provider, span in self._items:
@@ -36,9 +37,21 @@ class Spans:
                 _safe(provider.set_error, span, exc)
 
     def inject(self, headers: MutableMapping[str, bytes]) -> None:
-        for provider, span in self._items:
-            if provider.inject is not None:
-                _safe(provider.inject, span, headers)
+        """Add the trace context of these spans to ``headers``.
+
+        A span's context does not change while it is open, so the providers' ``inject``
+        hooks run once per span and every later message (a publish chunk injects into each
+        of its messages) gets a copy of the same headers.
+        """
+        carrier = self._carrier
+        if carrier is None:
+            carrier = {}
+            for provider, span in self._items:
+                if provider.inject is not None:
+                    _safe(provider.inject, span, carrier)
+            self._carrier = carrier
+        if carrier:
+            headers.update(carrier)
 
     def finish(self) -> None:
         for provider, span in self._items:
