@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from deimos import commands_tools  # noqa: F401  (tail, lag, schemas)
 from deimos.cli import cli, load_settings
 
 
@@ -22,11 +23,11 @@ def _logging(level: str) -> None:
 @click.pass_context
 def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
     """Run every configured consumer (or the CONSUMERS named) until SIGINT/SIGTERM."""
-    from deimos import runner
+    from deimos import lag, runner
 
     _logging(log_level)
     load_settings(ctx)
-    clean = runner.run(list(consumers) or None)
+    clean = runner.run(list(consumers) or None, extra=lag.reporter_factories())
     if not clean:
         click.echo("deimos: shutdown timed out; exiting anyway", err=True)
         sys.stdout.flush()

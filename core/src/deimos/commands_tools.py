@@ -1,0 +1,153 @@
+"""Tool commands: ``deimos tail``, ``deimos lag`` and ``deimos schemas generate|check``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from deimos.cli import cli, load_settings
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value.hex()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("-n", "--num-messages", default=10, show_default=True,
+              help="how many of the last messages (across all partitions)")
+@click.option("--schema", default=None, help="schema of the values (default: the consumer "
+              "configured for TOPIC, else the default schema backend with no schema)")
+@click.option("--namespace", default=None)
+@click.option("--key-config", default=None,
+              help='"plain", "none", "field:NAME" or "schema:NAME"')
+@click.option("--raw", is_flag=True, help="do not decode; print bytes")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds to wait")
+@click.pass_context
+def tail(ctx: click.Context, topic: str, num_messages: int, schema: str | None,
+         namespace: str | None, key_config: str | None, raw: bool, as_json: bool,
+         timeout: float) -> None:
+    """Print the last messages of TOPIC, decoded, oldest first. Joins no consumer group and
+    commits nothing, so it is safe against a live service's topics."""
+    from deimos.inline import get_messages_for
+
+    load_settings(ctx)
+    kc: Any = key_config
+    if key_config and ":" in key_config:
+        kind, _, name = key_config.partition(":")
+        kc = {kind: name}
+    msgs = get_messages_for(topic, num_messages, schema=schema, namespace=namespace,
+                            key_config=kc, decode=not raw, timeout=timeout)
+    if as_json:
+        for m in msgs:
+            click.echo(json.dumps({
+                "topic": m.topic, "partition": m.partition, "offset": m.offset,
+                "timestamp": m.timestamp, "key": _show(m.key), "payload": m.payload
+                if not isinstance(m.payload, bytes) else _show(m.payload),
+                "headers": {k: _show(v) for k, v in m.headers.items()},
+            }, default=str, sort_keys=True))
+        return
+    table = Table(title=f"{topic}: last {len(msgs)} message(s)")
+    for col in ("partition", "offset", "timestamp", "key", "payload", "headers"):
+        table.add_column(col, overflow="fold")
+    for m in msgs:
+        table.add_row(str(m.partition), str(m.offset), str(m.timestamp or "-"),
+                      escape(_show(m.key)), escape(_show(m.payload)),
+                      escape(", ".join(f"{k}={_show(v)}" for k, v in m.headers.items())))
+    Console(width=200).print(table)
+
+
+@cli.command()
+@click.argument("group", required=False)
+@click.option("--topic", "topics", multiple=True, help="only these topics (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds to wait")
+@click.pass_context
+def lag(ctx: click.Context, group: str | None, topics: tuple[str, ...], as_json: bool,
+        timeout: float) -> None:
+    """Print the lag of consumer GROUP (default: every configured consumer's group) per
+    topic and partition: committed offset, high watermark and the difference."""
+    from deimos.lag import PartitionLag, consumer_lag, group_topics
+
+    settings = load_settings(ctx).settings
+    configured = group_topics(settings)
+    groups = {group: configured.get(group)} if group else dict(configured)
+    if not groups:
+        raise click.ClickException("no consumer group is configured; name one: deimos lag "
+                                   "GROUP")
+    rows: list[PartitionLag] = []
+    for g, g_topics in groups.items():
+        rows += consumer_lag(g, list(topics) or g_topics, settings=settings, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps([{"group": r.group, "topic": r.topic, "partition": r.partition,
+                                "committed": r.committed, "high_watermark": r.high,
+                                "lag": r.lag} for r in rows], indent=2))
+        return
+    table = Table(title="consumer lag")
+    for col in ("group", "topic", "partition", "committed", "high watermark", "lag"):
+        table.add_column(col, justify="right" if col not in ("group", "topic") else "left")
+    for r in rows:
+        table.add_row(escape(r.group), escape(r.topic), str(r.partition),
+                      "-" if r.committed is None else str(r.committed), str(r.high), str(r.lag))
+    table.add_section()
+    table.add_row("total", "", "", "", "", str(sum(r.lag for r in rows)))
+    Console(width=160).print(table)
+
+
+@cli.group("schemas")
+def schemas_group() -> None:
+    """Typed schema classes generated from the Avro schemas under ``schema.path``."""
+
+
+def _paths(ctx: click.Context, schema_path: str | None, output: str | None) -> tuple[str, str]:
+    settings = load_settings(ctx).settings
+    return (schema_path or settings.schema.path,
+            output or settings.schema.generated_class_path)
+
+
+@schemas_group.command("generate")
+@click.option("--schema-path", default=None, help="default: schema.path")
+@click.option("--output", default=None, help="package directory; default: "
+              "schema.generated_class_path")
+@click.pass_context
+def schemas_generate(ctx: click.Context, schema_path: str | None, output: str | None) -> None:
+    """Write typed dataclasses for every Avro schema (one module per namespace)."""
+    from deimos.schema_classes import generate, write
+
+    src, out = _paths(ctx, schema_path, output)
+    changed = write(generate(src), out)
+    for path in changed:
+        click.echo(f"wrote {path}")
+    click.echo(f"schema classes in {out} are up to date ({len(changed)} file(s) changed)")
+
+
+@schemas_group.command("check")
+@click.option("--schema-path", default=None, help="default: schema.path")
+@click.option("--output", default=None, help="default: schema.generated_class_path")
+@click.pass_context
+def schemas_check(ctx: click.Context, schema_path: str | None, output: str | None) -> None:
+    """Exit 1 when the generated classes differ from what the schemas generate (for CI)."""
+    from deimos.schema_classes import generate, stale
+
+    src, out = _paths(ctx, schema_path, output)
+    problems = stale(generate(src), out)
+    if problems:
+        for p in problems:
+            click.echo(p, err=True)
+        click.echo("schema classes are stale: run `deimos schemas generate`", err=True)
+        sys.exit(1)
+    click.echo(f"schema classes in {out} are up to date")

@@ -1,0 +1,145 @@
+"""The inline consumer: read the last messages of a topic, decoded, without a consumer group.
+
+Partitions are *assigned* (``assign()``), never subscribed, so no group is joined and no
+rebalance disturbs the service's consumers; auto-commit is off and nothing is committed. The
+start offset of each partition comes from its watermarks (``high - n``, not below ``low``), so
+every partition is read (Ruby Deimos read only partition 0) and only the tail is fetched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka import KafkaError, TopicPartition
+
+from deimos.config import KeyConfig, Settings
+from deimos.errors import DeimosError
+from deimos.runtime import Runtime, SchemaBackend, get_runtime
+
+
+@dataclass
+class InlineMessage:
+    """One message read by :func:`get_messages_for`."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    payload: Any
+    headers: dict[str, bytes] = field(default_factory=dict)
+    #: milliseconds since the epoch, or None when the message has none
+    timestamp: int | None = None
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """A librdkafka consumer configuration that can never commit: a throwaway group id (it
+    is needed by the client even for ``assign()``), no auto-commit, no offset store."""
+    conf = settings.kafka.client_config()
+    conf.setdefault("bootstrap.servers", "localhost:9092")
+    conf.update({
+        "group.id": f"deimos-inline-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+    })
+    return conf
+
+
+def _schema(runtime: Runtime, topic: str, schema: str | None, namespace: str | None,
+            key_config: Any) -> SchemaBackend:
+    """The schema to decode ``topic`` with: the arguments, else the consumer configured for
+    the topic, else the default backend with no schema."""
+    if schema is None and key_config is None:
+        for entry in runtime.settings.consumers:
+            if topic in entry.topics:
+                schema, namespace = entry.schema_name, entry.namespace or namespace
+                key_config = entry.key_config
+                break
+    kc = KeyConfig.model_validate(key_config if key_config is not None else "plain")
+    return runtime.schema_backend(topic=topic, schema=schema, namespace=namespace,
+                                  key_config=kc)
+
+
+def start_offsets(consumer: KafkaConsumer, topic: str, num_messages: int,
+                  timeout: float) -> dict[int, tuple[int, int]]:
+    """``partition -> (start, end)`` for the last ``num_messages`` of each partition: the high
+    watermark is the offset after the last message; ``start`` is not below the low one."""
+    md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None:
+        reason = md.error if md is not None else "not found"
+        raise DeimosError(f"topic {topic!r} cannot be read: {reason}")
+    ranges = {}
+    for p in sorted(md.partitions):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout,
+                                                   cached=False)
+        start = max(low, high - num_messages)
+        if high > start:
+            ranges[p] = (start, high)
+    return ranges
+
+
+def get_messages_for(
+    topic: str,
+    num_messages: int = 10,
+    *,
+    schema: str | None = None,
+    namespace: str | None = None,
+    key_config: Any = None,
+    decode: bool = True,
+    timeout: float = 10.0,
+    settings: Settings | None = None,
+) -> list[InlineMessage]:
+    """The last ``num_messages`` messages of ``topic`` across all its partitions, oldest
+    first (by timestamp, then partition and offset), decoded with the schema of the consumer
+    configured for the topic unless ``schema``/``key_config`` are given.
+
+    :param decode: False returns raw bytes for keys and payloads.
+    :param timeout: seconds to wait for metadata, watermarks and the fetch.
+    """
+    if num_messages <= 0:
+        return []
+    runtime = get_runtime() if settings is None else Runtime(settings)
+    prefix = runtime.settings.producers.topic_prefix
+    if prefix and not topic.startswith(prefix):
+        topic = prefix + topic  # as producers and consumers name it
+    consumer = KafkaConsumer(client_config(runtime.settings))
+    try:
+        ranges = start_offsets(consumer, topic, num_messages, timeout)
+        if not ranges:
+            return []
+        consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in ranges.items()])
+        pending = {p: end for p, (_, end) in ranges.items()}
+        raw: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.2):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise DeimosError(f"reading {topic!r} failed: {err}")
+                p, off = m.partition(), m.offset() or 0
+                if p in pending and off < pending[p]:
+                    raw.append(m)
+                    if off >= pending[p] - 1:
+                        del pending[p]
+    finally:
+        consumer.close()
+    raw.sort(key=lambda m: (m.timestamp()[1] if m.timestamp()[0] else 0, m.partition(),
+                            m.offset()))
+    raw = raw[-num_messages:]
+    keys: list[Any] = [m.key() for m in raw]
+    payloads: list[Any] = [m.value() for m in raw]
+    if decode and raw:
+        sb = _schema(runtime, topic, schema, namespace, key_config)
+        payloads = sb.decode(sb.context, payloads)
+        if sb.decode_key is not None and sb.context.key_config.kind != "none":
+            keys = sb.decode_key(sb.context, keys)
+    return [InlineMessage(topic=m.topic(), partition=m.partition(), offset=m.offset(),
+                          key=keys[i], payload=payloads[i], headers=dict(m.headers() or []),
+                          timestamp=m.timestamp()[1] if m.timestamp()[0] else None)
+            for i, m in enumerate(raw)]
