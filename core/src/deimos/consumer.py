@@ -268,6 +268,14 @@ class MessageProcessor:
         self.key_config = kc if kc is not None else KeyConfig(kind="none")
         self.group = settings.group_id or ""
         self.dead_letter_sender: Callable[[Any, BaseException, int], None] = self._dead_letter
+        #: the schema class's ``from_dict`` when ``use_schema_classes`` is on, else None
+        self.from_dict: Callable[[Any], Any] | None = None
+        use = settings.use_schema_classes
+        if use or (use is None and runtime.settings.schema.use_schema_classes):
+            from deimos.schema_classes import from_dict_for
+
+            self.from_dict = from_dict_for(handler, settings.schema_name, settings.namespace,
+                                           runtime.settings.schema.generated_class_path)
 
     def schema_for(self, topic: str) -> SchemaBackend:
         sb = self._schemas.get(topic)
@@ -300,6 +308,8 @@ class MessageProcessor:
                         f"cannot decode the value at offset {msgs[i].offset()} on "
                         f"{topic!r}: {type(exc).__name__}: {exc}")
                     payloads.append(None)
+        if self.from_dict is not None:
+            self._to_classes(topic, msgs, payloads, errors)
         if self.key_config.kind == "none" or sb.decode_key is None:
             return payloads, None, errors
         raw_keys = list(map(_key, msgs))
@@ -316,6 +326,21 @@ class MessageProcessor:
                         f"{exc}"))
                     dkeys.append(None)
         return payloads, dkeys, errors
+
+    def _to_classes(self, topic: str, msgs: list[Any], payloads: list[Any],
+                    errors: dict[int, BaseException]) -> None:
+        """Decoded dicts to schema class instances; one that does not fit its class is a
+        decode error (stale generated classes), handled like any undecodable message."""
+        fd = self.from_dict
+        assert fd is not None
+        for i, p in enumerate(payloads):
+            if p is not None and i not in errors:
+                try:
+                    payloads[i] = fd(p)
+                except Exception as exc:
+                    errors[i] = DecodeError(
+                        f"the value at offset {msgs[i].offset()} on {topic!r} does not fit "
+                        f"its schema class: {type(exc).__name__}: {exc}")
 
     # -- the policy --------------------------------------------------------------------------
 
