@@ -606,9 +606,15 @@ class ConsumerLoop:
         self._attempts: dict[tuple[str, int, int], int] = {}
         self.consumer: KafkaConsumer | None = None
         self._multi_topic = bool(settings.topic_pattern) or len(settings.topics) != 1
+        #: set once the group gave this consumer its first partitions
+        self.assigned = threading.Event()
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self.assigned.set()
 
     def _on_revoke(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         self._commit(consumer)
@@ -634,7 +640,7 @@ class ConsumerLoop:
                           else "^" + cs.topic_pattern)
         prefix = self.runtime.settings.producers.topic_prefix
         topics = [t if t.startswith("^") else prefix + t for t in topics]
-        consumer.subscribe(topics, on_revoke=self._on_revoke)
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consumer %s started on %s (group %s)", cs.name, topics, cs.group_id)
         try:
             while not self.stop_event.is_set():
