@@ -16,6 +16,7 @@ Ruby Deimos complaint).
 from __future__ import annotations
 
 import difflib
+import json
 import pprint
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -126,14 +127,18 @@ def _consumer_for(consumer: type[_Base] | _Base | str, runtime: Runtime,
     if isinstance(consumer, str):
         from deimos.consumer import import_class
 
+        configured: set[str] = set()
         for entry in runtime.settings.consumers:
-            if entry.class_path and consumer in entry.topics:
-                cls = import_class(entry.class_path)
-                return cls(), _settings(cls, entry, overrides)
-        configured = sorted({t for e in runtime.settings.consumers for t in e.topics})
+            if not entry.class_path:
+                continue
+            cls = import_class(entry.class_path)
+            cs = _settings(cls, entry, overrides)
+            if consumer in cs.topics:
+                return cls(), cs
+            configured.update(cs.topics)
         raise TestModeError(
             f"no consumer is configured for topic {consumer!r} (configured topics: "
-            f"{', '.join(configured) or 'none'}); pass the consumer class instead")
+            f"{', '.join(sorted(configured)) or 'none'}); pass the consumer class instead")
     handler = consumer() if isinstance(consumer, type) else consumer
     cls = type(handler)
     path = f"{cls.__module__}.{cls.__qualname__}"
@@ -397,10 +402,14 @@ def _score(wrong: list[str], m: Message, payload: Any) -> tuple[int, int]:
     return (len(wrong), -shared)
 
 
+def _lines(value: Any) -> list[str]:
+    """One line per leaf, always laid out the same, so a diff shows only what differs."""
+    return json.dumps(value, indent=2, sort_keys=True, default=repr).splitlines()
+
+
 def _diff(expected: dict[str, Any], actual: Message) -> str:
     shown = {k: v for k, v in _view(actual).items() if k in expected}
-    a = pprint.pformat(expected, width=88, sort_dicts=True).splitlines()
-    b = pprint.pformat(shown, width=88, sort_dicts=True).splitlines()
+    a, b = _lines(expected), _lines(shown)
     return "\n".join(difflib.unified_diff(a, b, "expected", "closest sent", lineterm=""))
 
 
