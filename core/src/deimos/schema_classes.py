@@ -467,7 +467,7 @@ def generate(schema_path: str | os.PathLike[str]) -> dict[str, str]:
         files[f"{module_name(ns)}.py"] = module.render(types)
         records += [(n.full_name, module_name(ns), n.name) for n in types
                     if n.kind in ("record", "error")]
-    init = [HEADER.format(source=str(Path(schema_path).as_posix())),
+    init = [HEADER.format(source="every .avsc file under the schema path"),
             '"""Typed classes of the Avro schemas; ``SCHEMA_CLASSES`` maps full names to '
             'record classes."""', "", "from __future__ import annotations", "",
             "from typing import Any", ""]
