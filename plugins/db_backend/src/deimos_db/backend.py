@@ -1,0 +1,95 @@
+"""The ``db`` producer backend (alias ``outbox``): messages become rows of ``kafka_messages``.
+
+The producer pipeline has already validated and encoded every message when ``execute`` runs,
+so an invalid payload fails before any row is written. The rows are inserted in one
+``executemany`` through the caller's session or connection when :func:`deimos_db.transaction`
+gave one (they commit or roll back with the caller's writes), otherwise in a transaction of
+their own on ``db.url``. On PostgreSQL the insert also sends a ``NOTIFY``, delivered on commit,
+that wakes idle DB producers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import click
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from deimos.config import Settings
+from deimos.hookspecs import hookimpl
+from deimos.message import Message, ProduceContext
+
+from .engine import NOTIFY_CHANNEL, current_bind, get_engine, rows_for
+from .models import kafka_messages
+from .settings import DbSettings
+
+_INSERT = kafka_messages.insert()
+
+
+def insert_messages(conn: sa.Connection, messages: Sequence[Message]) -> int:
+    """Insert ``messages`` (all of one topic or not) through ``conn``; returns the count."""
+    if not messages:
+        return 0
+    conn.execute(_INSERT, rows_for(messages))
+    if conn.dialect.name == "postgresql":
+        for topic in {m.topic for m in messages}:
+            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, topic)))
+    return len(messages)
+
+
+class DbBackend:
+    """Writes messages to the outbox table instead of Kafka."""
+
+    default_sync = True
+
+    @hookimpl
+    def deimos_settings_sections(self) -> Mapping[str, type[BaseModel]]:
+        return {"db": DbSettings}
+
+    @hookimpl
+    def deimos_cli_commands(self) -> Sequence[click.Command]:
+        from .cli import commands
+
+        return commands()
+
+    @hookimpl
+    def deimos_backend_execute(self, context: ProduceContext, messages: Sequence[Message],
+                               sync: bool) -> None:
+        if not messages:
+            return
+        bind = current_bind()
+        if isinstance(bind, Session):
+            insert_messages(bind.connection(), messages)
+        elif bind is not None:
+            insert_messages(bind, messages)
+        else:
+            with engine_for(context.settings).begin() as conn:
+                insert_messages(conn, messages)
+        context.telemetry.increment("db_producer.insert", len(messages),
+                                    {"topic": context.topic})
+
+    @hookimpl
+    def deimos_backend_flush(self, timeout: float) -> int:
+        return 0  # rows are durable once inserted; nothing is ever in flight
+
+    @hookimpl
+    def deimos_backend_close(self) -> None:
+        pass  # engines are shared with the DB producer and the caller; dispose_engines() frees
+
+
+class OutboxBackend(DbBackend):
+    """``outbox``: the name Ruby Deimos 2 uses for ``db``."""
+
+
+def db_settings(settings: Settings) -> DbSettings:
+    section: DbSettings = settings.section("db")
+    return section
+
+
+def engine_for(settings: Settings) -> sa.Engine:
+    s = db_settings(settings)
+    return get_engine(s.url, s.engine_options)
+
+

@@ -1,0 +1,62 @@
+"""``deimos db init`` and ``deimos db-producer`` (added through ``deimos_cli_commands``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+
+def _settings(ctx: click.Context) -> None:
+    from deimos.cli import load_settings
+
+    load_settings(ctx)
+
+
+@click.group("db")
+def db_group() -> None:
+    """The outbox tables of deimos-db."""
+
+
+@db_group.command("init")
+@click.option("--url", default=None, help="SQLAlchemy URL (default: db.url of the settings)")
+@click.pass_context
+def init(ctx: click.Context, url: str | None) -> None:
+    """Create kafka_messages, kafka_topic_info and kafka_dead_letters where missing.
+
+    With Alembic, include deimos_db's migrations in your history instead (see the outbox
+    guide)."""
+    from deimos.config import get_settings
+
+    from .engine import get_engine
+    from .models import create_tables
+
+    _settings(ctx)
+    db = get_settings().section("db")
+    engine = get_engine(url or db.url, db.engine_options)
+    create_tables(engine)
+    click.echo(f"deimos-db tables ready in {engine.url.render_as_string()}")
+
+
+@click.command("db-producer")
+@click.option("--workers", "-w", type=int, default=None,
+              help="worker threads (default: db.producer.workers)")
+@click.option("--log-level", default="info", show_default=True)
+@click.pass_context
+def db_producer(ctx: click.Context, workers: int | None, log_level: str) -> None:
+    """Send the outbox's messages to Kafka until SIGINT/SIGTERM."""
+    from .producer import run_db_producer
+
+    logging.basicConfig(level=getattr(logging, log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _settings(ctx)
+    if not run_db_producer(workers):
+        click.echo("deimos db-producer: shutdown timed out; exiting anyway", err=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def commands() -> list[click.Command]:
+    return [db_group, db_producer]

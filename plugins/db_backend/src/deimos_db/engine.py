@@ -1,0 +1,144 @@
+"""Engines per URL, the caller's transaction, and how messages become rows."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as _dt
+import json
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from deimos.message import Headers, Message
+
+NOTIFY_CHANNEL = "deimos_kafka_messages"
+
+_engines: dict[tuple[str, str], sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL: the DB producer reads while services write; busy_timeout: writers queue up
+    # instead of failing with "database is locked".
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def get_engine(url: str, options: dict[str, Any] | None = None) -> sa.Engine:
+    """One engine per URL and options in this process (pooled, pre-pinged so a dropped
+    connection is replaced rather than failing the next statement)."""
+    options = dict(options or {})
+    key = (url, json.dumps(options, sort_keys=True, default=str))
+    engine = _engines.get(key)
+    if engine is None:
+        with _engines_lock:
+            engine = _engines.get(key)
+            if engine is None:
+                options.setdefault("pool_pre_ping", True)
+                if url.startswith("sqlite"):
+                    options.setdefault("connect_args", {"timeout": 30})
+                engine = sa.create_engine(url, **options)
+                if engine.dialect.name == "sqlite" and ":memory:" not in url:
+                    sa.event.listen(engine, "connect", _sqlite_pragmas)
+                _engines[key] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests, reconfiguration)."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# the caller's transaction
+# ---------------------------------------------------------------------------------------------
+
+Bind = Session | sa.Connection
+
+_current: contextvars.ContextVar[Bind | None] = contextvars.ContextVar(
+    "deimos_db_transaction", default=None)
+
+
+@contextlib.contextmanager
+def transaction(bind: Session | sa.Connection | sa.Engine) -> Iterator[Any]:
+    """Within the block, the ``db`` backend writes messages through ``bind``, so they commit
+    or roll back with your own writes.
+
+    ``bind`` is a SQLAlchemy ``Session`` or ``Connection`` whose transaction you commit as
+    usual, or an ``Engine``: then a transaction is begun here, committed when the block ends
+    and rolled back when it raises; the ``Connection`` is yielded for your own writes.
+    Context-local, so threads and asyncio tasks each see their own.
+    """
+    if isinstance(bind, sa.Engine):
+        with bind.begin() as conn:
+            token = _current.set(conn)
+            try:
+                yield conn
+            finally:
+                _current.reset(token)
+        return
+    token = _current.set(bind)
+    try:
+        yield bind
+    finally:
+        _current.reset(token)
+
+
+def current_bind() -> Bind | None:
+    """The session or connection set by :func:`transaction`, if any."""
+    return _current.get()
+
+
+# ---------------------------------------------------------------------------------------------
+# rows
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_headers(headers: Headers | None) -> str | None:
+    """Headers as JSON text (values as latin-1 strings: lossless for any bytes, readable for
+    ASCII such as ``traceparent``)."""
+    if not headers:
+        return None
+    return json.dumps([[k, v.decode("latin-1") if isinstance(v, bytes) else str(v)]
+                       for k, v in headers], separators=(",", ":"))
+
+
+def decode_headers(text: str | None) -> Headers | None:
+    if not text:
+        return None
+    return [(k, v.encode("latin-1")) for k, v in json.loads(text)]
+
+
+def key_hash(partition_key: bytes | None, key: bytes | None) -> int:
+    """Stable across processes and versions (CRC-32), so a key's shard never moves."""
+    data = partition_key if partition_key is not None else key
+    return zlib.crc32(data) & 0x7FFFFFFF if data else 0
+
+
+def utcnow() -> _dt.datetime:
+    """Naive UTC: the same on every database, whatever its time zone handling."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+def rows_for(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [{
+        "topic": m.topic,
+        "key": m.encoded_key,
+        "message": m.encoded_payload,
+        "partition_key": m.partition_key,
+        "key_hash": key_hash(m.partition_key, m.encoded_key),
+        "headers": encode_headers(m.headers),
+        "created_at": now,
+    } for m in messages]

@@ -1,0 +1,81 @@
+"""The outbox tables, as SQLAlchemy Core tables on their own ``MetaData``.
+
+Include them in your own metadata (``deimos_db.models.metadata``), let Alembic create them
+from the shipped migrations, or run ``deimos db init``.
+
+* ``kafka_messages``: messages waiting to be sent, already encoded, in insertion (id) order.
+  ``key_hash`` is a stable hash of the partition key (or key), so a split hot topic can give
+  every key to exactly one shard.
+* ``kafka_topic_info``: one row per topic (or shard ``topic#i/n``): who holds it and since
+  when, the last error and how many retries it has had.
+* ``kafka_dead_letters``: messages the broker can never accept (too large), kept with the
+  error instead of being deleted.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+metadata = sa.MetaData()
+
+#: BIGINT ids, but INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements)
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: message bytes up to 4 GB on MySQL/MariaDB (BLOB stops at 64 KB)
+Blob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+KeyBlob = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+#: microseconds on MySQL/MariaDB too (their DATETIME keeps whole seconds by default)
+DateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+kafka_messages = sa.Table(
+    "kafka_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("key", KeyBlob, nullable=True),
+    sa.Column("message", Blob, nullable=True),
+    sa.Column("partition_key", KeyBlob, nullable=True),
+    sa.Column("key_hash", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("headers", Text, nullable=True),
+    sa.Column("created_at", DateTime, nullable=False),
+    sa.Index("ix_kafka_messages_topic_id", "topic", "id"),
+)
+
+kafka_topic_info = sa.Table(
+    "kafka_topic_info",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("locked_by", sa.String(100), nullable=True),
+    sa.Column("locked_at", DateTime, nullable=True),
+    sa.Column("error", Text, nullable=True),
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retry_at", DateTime, nullable=True),
+    sa.Column("last_processed_at", DateTime, nullable=True),
+    sa.UniqueConstraint("topic", name="uq_kafka_topic_info_topic"),
+    sa.Index("ix_kafka_topic_info_locked_at", "locked_at"),
+)
+
+kafka_dead_letters = sa.Table(
+    "kafka_dead_letters",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.BigInteger, nullable=False),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("key", KeyBlob, nullable=True),
+    sa.Column("message", Blob, nullable=True),
+    sa.Column("partition_key", KeyBlob, nullable=True),
+    sa.Column("headers", Text, nullable=True),
+    sa.Column("created_at", DateTime, nullable=False),
+    sa.Column("failed_at", DateTime, nullable=False),
+    sa.Column("error", Text, nullable=False),
+    sa.Index("ix_kafka_dead_letters_topic", "topic"),
+)
+
+TABLES = (kafka_messages, kafka_topic_info, kafka_dead_letters)
+
+
+def create_tables(bind: sa.Engine | sa.Connection) -> None:
+    """Create the outbox tables that do not exist yet (``deimos db init``)."""
+    metadata.create_all(bind, checkfirst=True)
