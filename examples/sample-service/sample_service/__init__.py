@@ -1,0 +1,1 @@
+"""A sample deimos service: turns paid orders into invoices."""
