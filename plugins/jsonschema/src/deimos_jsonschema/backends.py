@@ -1,0 +1,321 @@
+"""The two JSON Schema backends; they differ only in the bytes before the JSON.
+
+==========================  ===============================================================
+backend                     bytes of one message
+==========================  ===============================================================
+``json_schema_registry``    Confluent wire format: ``0x00``, 4-byte big-endian schema id,
+                            compact UTF-8 JSON (as confluent-kafka's JSONSerializer writes
+                            it). The schema file's text is registered under the subject.
+``json_local``              compact UTF-8 JSON and nothing else: no registry, readable by
+                            any JSON consumer. The test stand-in (``mock``) of the registry
+                            backend; it validates the same way.
+==========================  ===============================================================
+
+Both validate every payload while encoding (a compiled fast check, ``jsonschema`` for what
+it does not vouch for) and raise one :class:`~deimos.errors.SchemaValidationError` with the
+JSON path of every error of every payload before anything is produced. Decoding does not
+validate (the writer did); it fills the reader schema's defaults for missing properties.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from confluent_kafka.schema_registry import Schema
+
+from deimos.errors import CoercionError, DecodeError, SchemaError, SchemaValidationError
+from deimos.hookspecs import hookimpl
+from deimos.schema.base import SchemaContext, SchemaField
+from deimos.schema.registry import registry_client, registry_failure
+
+from . import schemas
+from .settings import JsonSchemaSettings
+
+_CACHE_KEY = "deimos_jsonschema"
+_COERCE_KEY = "deimos_jsonschema.coerce"
+#: confluent-kafka's JSON encoding without orjson: compact separators, non-ASCII kept
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode_json = json.loads
+
+
+class Codec:
+    """One schema in one role (value or key) of one context: everything precomputed."""
+
+    def __init__(self, schema: schemas.JsonSchema, role: str, fill_defaults: bool) -> None:
+        self.schema = schema
+        self.role = role
+        self.root = schema.raw
+        self.check = schema.check
+        self.fill = schemas.defaults_filler(schema.raw) if fill_defaults else None
+        #: bytes before every message (the registry header), once known
+        self.header: bytes | None = None
+
+    def coerce(self, payload: Any) -> Any:
+        if payload is None:
+            return None
+        check = self.check
+        if check is not None and check(payload):
+            return payload  # the fast path: already exactly what the schema says
+        return schemas.coerce(self.root, self.root, payload)
+
+    def encode_all(self, header: bytes, payloads: Sequence[Any], topic: str
+                   ) -> list[bytes | None]:
+        check = self.check
+        enc = _encode_json
+        out: list[bytes | None] = []
+        append = out.append
+        errors: list[tuple[str, str]] = []
+        many = len(payloads) > 1
+        for i, p in enumerate(payloads):
+            if p is None:
+                append(None)
+                continue
+            if check is None or not check(p):
+                bad = self.schema.errors(p)
+                if bad:
+                    errors += [(path, f"{msg} (message {i})" if many else msg)
+                               for path, msg in bad]
+                    continue
+            try:
+                append(header + enc(p).encode())
+            except (TypeError, ValueError) as exc:
+                errors.append(("$", f"not JSON-serializable: {exc}"
+                                    + (f" (message {i})" if many else "")))
+        if errors:
+            raise SchemaValidationError(errors, topic)
+        return out
+
+    def decode_one(self, data: bytes, offset: int, what: str) -> Any:
+        try:
+            value = _decode_json(data[offset:] if offset else data)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise DecodeError(f"{what} is not UTF-8 JSON: {exc}") from exc
+        fill = self.fill
+        return fill(value) if fill is not None else value
+
+
+class _State:
+    """Per-context codecs, built lazily."""
+
+    def __init__(self, context: SchemaContext) -> None:
+        self.context = context
+        self.settings = _settings(context)
+        self._value: Codec | None = None
+        self._key: Codec | None = None
+
+    def load(self, name: str) -> schemas.JsonSchema:
+        return schemas.load(self.context.settings.schema.path, name,
+                            self.settings.default_draft)
+
+    def value(self, required: bool = True) -> Codec | None:
+        if self._value is None:
+            name = self.context.full_name
+            if name is None:
+                if not required:
+                    return None
+                raise SchemaError(
+                    f"The JSON Schema backend {self.context.backend!r} needs a schema for "
+                    f"topic {self.context.topic!r}; set `schema` on the producer/consumer")
+            self._value = Codec(self.load(name), "value", self.settings.fill_defaults)
+        return self._value
+
+    def key(self, required: bool = True) -> Codec | None:
+        if self._key is None:
+            kc = self.context.key_config
+            if kc.kind == "field":
+                value = self.value(required)
+                if value is None:
+                    return None
+                self._key = Codec(schemas.key_schema(value.schema, kc.field or ""), "key",
+                                  False)
+            elif kc.kind == "schema":
+                name = kc.schema_name or ""
+                if "." not in name and self.context.namespace:
+                    name = f"{self.context.namespace}.{name}"
+                self._key = Codec(self.load(name), "key", False)
+        return self._key
+
+
+def _state(context: SchemaContext) -> _State:
+    st = context.cache.get(_CACHE_KEY)
+    if st is None:
+        st = context.cache[_CACHE_KEY] = _State(context)
+    return st
+
+
+def _settings(context: SchemaContext) -> JsonSchemaSettings:
+    section = getattr(context.settings, "jsonschema", None)
+    return section if isinstance(section, JsonSchemaSettings) else JsonSchemaSettings()
+
+
+class JsonBackend:
+    """Shared hooks; subclasses frame the JSON (``_header``/``_offset``)."""
+
+    name: ClassVar[str] = "json"
+
+    @hookimpl
+    def deimos_settings_sections(self) -> Mapping[str, type[JsonSchemaSettings]]:
+        return {"jsonschema": JsonSchemaSettings}
+
+    # -- values ------------------------------------------------------------------------------
+
+    @hookimpl
+    def deimos_schema_encode(self, context: SchemaContext, payloads: Sequence[Any]
+                             ) -> list[bytes | None]:
+        codec = _state(context).value()
+        assert codec is not None
+        return codec.encode_all(self._header(context, codec), payloads, context.topic)
+
+    @hookimpl
+    def deimos_schema_decode(self, context: SchemaContext, data: Sequence[bytes | None]
+                             ) -> list[Any]:
+        return self._decode(context, _state(context).value(required=False), data, "value")
+
+    @hookimpl
+    def deimos_schema_validate(self, context: SchemaContext, payload: Any) -> None:
+        if payload is None:
+            return
+        codec = _state(context).value()
+        assert codec is not None
+        errors = codec.schema.errors(payload)
+        if errors:
+            raise SchemaValidationError(errors, context.topic)
+
+    @hookimpl
+    def deimos_schema_coerce(self, context: SchemaContext, payload: Any) -> Any:
+        coerce = context.cache.get(_COERCE_KEY)
+        if coerce is None:
+            codec = _state(context).value()
+            assert codec is not None
+            coerce = context.cache[_COERCE_KEY] = codec.coerce
+        return coerce(payload)
+
+    @hookimpl
+    def deimos_schema_fields(self, context: SchemaContext) -> list[SchemaField]:
+        codec = _state(context).value(required=False)
+        return [] if codec is None else schemas.fields_of(codec.schema)
+
+    @hookimpl
+    def deimos_schema_mock(self, context: SchemaContext) -> str:
+        return "json_local"
+
+    # -- keys --------------------------------------------------------------------------------
+
+    @hookimpl
+    def deimos_schema_encode_key(self, context: SchemaContext, keys: Sequence[Any]
+                                 ) -> list[bytes | None]:
+        kc = context.key_config
+        if kc.kind in ("plain", "none"):
+            return [None if k is None else k if type(k) is bytes else str(k).encode()
+                    for k in keys]
+        codec = _state(context).key()
+        assert codec is not None
+        if kc.kind == "field":
+            fname = (kc.field or "").rpartition(".")[2]
+            records: list[Any] = [None if k is None else {fname: k} for k in keys]
+        else:
+            props = codec.root.get("properties", {})
+            single = next(iter(props)) if len(props) == 1 else None
+            records = [k if k is None or isinstance(k, Mapping) or single is None
+                       else {single: k} for k in keys]
+        records = [codec.coerce(r) for r in records]
+        try:
+            return codec.encode_all(self._header(context, codec), records, context.topic)
+        except SchemaValidationError as exc:
+            raise CoercionError([("<key>" + p.removeprefix("$"), m) for p, m in exc.errors],
+                                context.topic) from None
+
+    @hookimpl
+    def deimos_schema_decode_key(self, context: SchemaContext, data: Sequence[bytes | None]
+                                 ) -> list[Any]:
+        kc = context.key_config
+        if kc.kind in ("plain", "none"):
+            return [None if d is None else d.decode(errors="replace") for d in data]
+        decoded = self._decode(context, _state(context).key(required=False), data, "key")
+        if kc.kind == "field":
+            fname = (kc.field or "").rpartition(".")[2]
+            return [r.get(fname) if isinstance(r, dict) else r for r in decoded]
+        return decoded
+
+    # -- framing -----------------------------------------------------------------------------
+
+    def _header(self, context: SchemaContext, codec: Codec) -> bytes:
+        raise NotImplementedError
+
+    def _decode(self, context: SchemaContext, codec: Codec | None,
+                data: Sequence[bytes | None], role: str) -> list[Any]:
+        raise NotImplementedError
+
+
+class JsonSchemaRegistryBackend(JsonBackend):
+    """``json_schema_registry``: Confluent wire format with a (mock or real) registry."""
+
+    name = "json_schema_registry"
+
+    def _subject(self, context: SchemaContext, codec: Codec) -> str:
+        strategy = _settings(context).subject_name_strategy
+        if strategy == "record":
+            return codec.schema.full_name
+        if strategy == "topic_record":
+            return f"{context.topic}-{codec.schema.full_name}"
+        return context.value_subject if codec.role == "value" else context.key_subject
+
+    def _header(self, context: SchemaContext, codec: Codec) -> bytes:
+        header = codec.header
+        if header is None:
+            st = _settings(context)
+            client = registry_client(context.settings, st.registry_config)
+            subject = self._subject(context, codec)
+            schema = Schema(codec.schema.text, "JSON")
+            try:
+                if st.auto_register:
+                    sid = int(client.register_schema(subject, schema))
+                else:
+                    sid = int(client.lookup_schema(subject, schema).schema_id or 0)
+            except Exception as exc:
+                action = "register" if st.auto_register else "look up"
+                raise registry_failure(context.settings,
+                                       f"{action} subject {subject!r}", exc) from None
+            header = codec.header = b"\x00" + sid.to_bytes(4, "big")
+        return header
+
+    def _decode(self, context: SchemaContext, codec: Codec | None,
+                data: Sequence[bytes | None], role: str) -> list[Any]:
+        what = f"JSON {role} on topic {context.topic!r}"
+        # JSON describes itself: any writer schema id decodes without fetching the schema;
+        # the reader schema (when configured) only adds its defaults.
+        one = codec.decode_one if codec is not None else _bare_decode
+        out: list[Any] = []
+        for d in data:
+            if d is None:
+                out.append(None)
+                continue
+            if len(d) < 5 or d[0] != 0:
+                raise DecodeError(f"{what} is not in the Confluent wire format (magic byte 0 "
+                                  f"and a 4-byte schema id); first bytes: {d[:5]!r}")
+            out.append(one(d, 5, what))
+        return out
+
+
+def _bare_decode(data: bytes, offset: int, what: str) -> Any:
+    try:
+        return _decode_json(data[offset:])
+    except ValueError as exc:
+        raise DecodeError(f"{what} is not UTF-8 JSON: {exc}") from exc
+
+
+class JsonLocalBackend(JsonBackend):
+    """``json_local``: no registry, no framing: compact UTF-8 JSON."""
+
+    name = "json_local"
+
+    def _header(self, context: SchemaContext, codec: Codec) -> bytes:
+        return b""
+
+    def _decode(self, context: SchemaContext, codec: Codec | None,
+                data: Sequence[bytes | None], role: str) -> list[Any]:
+        what = f"JSON {role} on topic {context.topic!r}"
+        one = codec.decode_one if codec is not None else _bare_decode
+        return [None if d is None else one(d, 0, what) for d in data]
