@@ -38,8 +38,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Producer as KafkaProducer
 
-from deimos.backends.kafka import shared_producer
+from deimos.backends.kafka import producer_config
 from deimos.config import Settings, get_settings
 from deimos.errors import PublishError
 from deimos.partitioner import murmur2_partition
@@ -117,6 +118,66 @@ def kafka_settings(settings: Settings, ps: DbProducerSettings) -> Settings:
             "message.timeout.ms": int(ps.delivery_timeout * 1000)}
     producers = settings.producers.model_copy(update={"config": conf})
     return settings.model_copy(update={"producers": producers})
+
+
+class KafkaSender:
+    """The librdkafka producer the workers of a process share (one per configuration).
+
+    Unlike core's shared producer it is replaced after a fatal error: an idempotent producer
+    turns fatal when, say, a restarted broker lost its producer state, and a DB producer must
+    carry on with a new one rather than fail every batch until it is restarted.
+    """
+
+    _lock = threading.Lock()
+    _senders: dict[str, KafkaSender] = {}
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.conf = conf
+        self.producer = KafkaProducer(conf)
+        self._partitions: dict[str, tuple[int, float]] = {}
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> KafkaSender:
+        conf = producer_config(settings)
+        key = repr(sorted(conf.items()))
+        with cls._lock:
+            sender = cls._senders.get(key)
+            if sender is None:
+                sender = cls._senders[key] = KafkaSender(conf)
+            return sender
+
+    def partition_count(self, topic: str) -> int:
+        cached = self._partitions.get(topic)
+        now = time.monotonic()
+        if cached and now - cached[1] < 60:
+            return cached[0]
+        md = self.producer.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None or not md.partitions:
+            raise PublishError(f"cannot read the partitions of topic {topic!r}: "
+                               f"{md.error if md is not None else 'unknown topic'}")
+        self._partitions[topic] = (len(md.partitions), now)
+        return len(md.partitions)
+
+    def replace(self, broken: Any) -> None:
+        """Swap in a new producer after a fatal error (once, however many workers saw it)."""
+        with self._lock:
+            if self.producer is not broken:
+                return
+            log.warning("the DB producer's Kafka producer hit a fatal error; making a new one")
+            self.producer = KafkaProducer(self.conf)
+            self._partitions.clear()
+        try:
+            broken.flush(0)
+        except Exception:  # pragma: no cover - the old producer is dead anyway
+            pass
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._lock:
+            senders = list(cls._senders.values())
+            cls._senders.clear()
+        for sender in senders:
+            sender.producer.flush(5)
 
 
 class BatchResult:
@@ -397,7 +458,7 @@ class DbProducer:
         """Send ``rows`` (id order) and sort them into delivered / dead / to retry."""
         result = BatchResult()
         to_send = compact(rows) if self.ps.compacts(topic) else list(rows)
-        sp = shared_producer(self._kafka_settings)
+        sp = KafkaSender.for_settings(self._kafka_settings)
         producer = sp.producer
         failed: dict[int, Any] = {}
 
@@ -429,6 +490,8 @@ class DbProducer:
                     failed[i] = exc.args[0] if exc.args else exc
                     break
         remaining = producer.flush(self.ps.delivery_timeout + 5)
+        if any(_code(e) == KafkaError._FATAL for e in failed.values()):
+            sp.replace(producer)
         if remaining:
             result.error = PublishError(
                 f"{remaining} message(s) to {topic!r} were not acknowledged within "
