@@ -21,8 +21,6 @@ from deimos_datadog.settings import DatadogSettings
 #: spans keep at most this many links (one per distinct producer span of a batch)
 MAX_LINKS = 128
 
-_KEY_HEADERS = ("x-datadog-trace-id", "x-datadog-parent-id", "traceparent")
-
 
 def _text_headers(headers: Mapping[str, bytes]) -> dict[str, str]:
     """Kafka's bytes headers as the ``str`` carrier HTTPPropagator reads."""
@@ -101,12 +99,14 @@ class DatadogTracer:
         for key, value in attributes.items():
             span.set_tag(key, value)
         if links:
-            seen: set[tuple[Any, ...]] = set()
+            seen: set[bytes] = set()
             for headers in links:
-                key = tuple(headers.get(h) for h in _KEY_HEADERS)
-                if key in seen or not any(key):
+                if not headers:
                     continue
-                seen.add(key)
+                ids = headers.get("x-datadog-parent-id") or headers.get("traceparent")
+                if ids is None or ids in seen:
+                    continue  # messages of one publish call share their producer span
+                seen.add(ids)
                 ctx = self._extract(headers)
                 if ctx is not None:
                     span.link_span(ctx, {"messaging.operation.type": "send"})

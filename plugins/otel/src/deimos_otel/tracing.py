@@ -106,7 +106,7 @@ class OtelTracer:
             span_links = []
             seen: set[Any] = set()
             for headers in links:
-                raw = headers.get("traceparent")
+                raw = headers.get("traceparent") if headers else None
                 if raw is None or raw in seen:
                     continue  # messages of one publish call share their producer span
                 seen.add(raw)

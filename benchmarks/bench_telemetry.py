@@ -1,0 +1,131 @@
+"""Telemetry overhead: the plain deimos benchmarks with the datadog and otel providers both
+enabled for metrics and tracing, against the same benchmark with metrics and tracing off.
+
+``ratio`` is with/without (target: at least 0.9). DogStatsD datagrams go to a UDP socket on
+loopback that nobody reads (the kernel drops them, as with an agent that cannot keep up);
+the OpenTelemetry SDK exports through a BatchSpanProcessor to an exporter that discards;
+ddtrace keeps no trace (a TraceFilter drops them: there is no agent here).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# run.py imports this module while running as __main__: register there, not in a second copy
+_run: Any = sys.modules["__main__"] if hasattr(sys.modules["__main__"], "BENCHES") else (
+    __import__("run"))
+
+import deimos  # noqa: E402
+
+for _k in ("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "DD_REMOTE_CONFIGURATION_ENABLED",
+           "DD_TRACE_STARTUP_LOGS", "DD_CRASHTRACKING_ENABLED"):
+    os.environ.setdefault(_k, "false")
+
+_state: dict[str, Any] = {}
+
+
+def _sdk() -> int:
+    """Install the OTel SDK and ddtrace's drop-all filter once; the DogStatsD port."""
+    if "port" not in _state:
+        from ddtrace.trace import TraceFilter, tracer
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class Discard(SpanExporter):
+            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        class DropAll(TraceFilter):  # type: ignore[misc]
+            def process_trace(self, trace: list[Any]) -> None:
+                return None
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Discard()))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        tracer.configure(trace_processors=[DropAll()])
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        _state["sink"] = sink
+        _state["port"] = sink.getsockname()[1]
+    return int(_state["port"])
+
+
+def _sections(on: bool) -> dict[str, Any]:
+    if not on:
+        return {}
+    port = _sdk()
+    return {"metrics": {"providers": ["datadog", "otel"], "tags": {"service": "bench"}},
+            "tracing": {"providers": ["datadog", "otel"]},
+            "datadog": {"host": "127.0.0.1", "port": port}}
+
+
+def _warm() -> None:
+    """Pay the providers' one-time costs (lazy imports, first instruments) before timing."""
+    from deimos.runtime import get_runtime
+
+    tel = get_runtime().telemetry
+    attrs = {"messaging.system": "kafka", "messaging.destination.name": "warm-up"}
+    carrier: dict[str, bytes] = {}
+    with tel.span("warm-up publish", {**attrs, "messaging.operation.type": "publish"}) as s:
+        s.inject(carrier)
+    with tel.span("warm-up process", {**attrs, "messaging.operation.type": "process"},
+                  carrier, [carrier]):
+        tel.increment("warm_up", 1, {"topic": "warm-up"})
+        tel.timing("warm_up", 0.001, {"topic": "warm-up"})
+
+
+def _compare(b: Any, run: Callable[[], float], **sections: Any) -> dict[str, Any]:
+    def off() -> float:
+        b.configure(**sections)
+        return run()
+
+    def on() -> float:
+        b.configure(**sections, **_sections(True))
+        _warm()
+        return run()
+
+    res = b.alternate(off, on)
+    return {"with_telemetry": res["deimos"], "without": res["raw"], "ratio": res["ratio"],
+            "messages": res["messages"], "rounds": res["rounds"]}
+
+
+@_run.bench("produce_plain_telemetry")
+def produce_plain_telemetry(b: Any) -> dict[str, Any]:
+    """produce_plain (kafka_async, keyed, 100-byte values, 500 per publish_list)."""
+    n = b.messages
+    values = [_run.VALUE] * n
+    keys = [f"key-{i % 1000}" for i in range(n)]
+
+    class Bench(deimos.Producer):
+        key_config = "plain"
+
+    def run() -> float:
+        Bench.topic = b.topic()
+        start = time.perf_counter()
+        for i in range(0, n, 500):
+            Bench.publish_list(values[i:i + 500], keys=keys[i:i + 500])
+        deimos.flush(60)
+        return n / (time.perf_counter() - start)
+
+    return _compare(b, run, producers={"backend": "kafka_async"})
+
+
+@_run.bench("consume_batch_plain_telemetry")
+def consume_batch_plain_telemetry(b: Any) -> dict[str, Any]:
+    """consume_batch_plain (BatchConsumer, no-op handler, batches of 500)."""
+    n = b.messages
+    topic = b.filled_topic([_run.VALUE.encode()] * n)
+    return _compare(b, lambda: b.deimos_consume(_run._NoopBatch, topic, n))
