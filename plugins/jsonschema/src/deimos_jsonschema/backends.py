@@ -51,12 +51,21 @@ class Codec:
         self.fill = schemas.defaults_filler(schema.raw) if fill_defaults else None
         #: bytes before every message (the registry header), once known
         self.header: bytes | None = None
+        #: id -> payload that ``coerce`` found valid and returned as is. A producer calls
+        #: coerce per payload and encode per batch on the same objects, so encode need not
+        #: check them again (the check is a third of the cost of a message). Holding the
+        #: payload keeps its id from being reused; encode pops what it uses.
+        self._vouched: dict[int, Any] = {}
 
     def coerce(self, payload: Any) -> Any:
         if payload is None:
             return None
         check = self.check
         if check is not None and check(payload):
+            vouched = self._vouched
+            if len(vouched) > 100_000:  # coerced but never encoded (a caller's own use)
+                vouched.clear()
+            vouched[id(payload)] = payload
             return payload  # the fast path: already exactly what the schema says
         return schemas.coerce(self.root, self.root, payload)
 
@@ -68,11 +77,12 @@ class Codec:
         append = out.append
         errors: list[tuple[str, str]] = []
         many = len(payloads) > 1
+        pop = self._vouched.pop
         for i, p in enumerate(payloads):
             if p is None:
                 append(None)
                 continue
-            if check is None or not check(p):
+            if pop(id(p), None) is not p and (check is None or not check(p)):
                 bad = self.schema.errors(p)
                 if bad:
                     errors += [(path, f"{msg} (message {i})" if many else msg)
