@@ -25,6 +25,7 @@ rows again after restart.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import random
@@ -139,6 +140,9 @@ class KafkaSender:
     @classmethod
     def for_settings(cls, settings: Settings) -> KafkaSender:
         conf = producer_config(settings)
+        # a report per message: with errors-only reports librdkafka's flush() notices the
+        # batch is done only at its 100 ms wake-ups, which would cap a worker's throughput
+        conf["delivery.report.only.error"] = False
         key = repr(sorted(conf.items()))
         with cls._lock:
             sender = cls._senders.get(key)
@@ -166,10 +170,8 @@ class KafkaSender:
             log.warning("the DB producer's Kafka producer hit a fatal error; making a new one")
             self.producer = KafkaProducer(self.conf)
             self._partitions.clear()
-        try:
+        with contextlib.suppress(Exception):  # the old producer is dead anyway
             broken.flush(0)
-        except Exception:  # pragma: no cover - the old producer is dead anyway
-            pass
 
     @classmethod
     def close_all(cls) -> None:
