@@ -340,12 +340,12 @@ def test_consumer_span_continues_the_producer_trace_and_failures_mark_it(kafka, 
     loop = LoopThread(C, group_settings(C, on_error="skip")).start()
     try:
         wait_for(lambda: seen == ["ok", "fail"], what="both messages")
-        wait_for(lambda: len([s for s in tracer.spans if s.name.endswith("process")]) == 2,
+        wait_for(lambda: len([s for s in tracer.spans if s.name.startswith("process")]) == 2,
                  what="consumer spans")
     finally:
         loop.stop()
-    [publish] = [s for s in tracer.spans if s.name == f"{topic} publish"]
-    process = [s for s in tracer.spans if s.name == f"{topic} process"]
+    [publish] = [s for s in tracer.spans if s.name == f"send {topic}"]
+    process = [s for s in tracer.spans if s.name == f"process {topic}"]
     assert {s.trace_id for s in process} == {publish.trace_id}
     assert all(s.parent_trace_id == publish.trace_id for s in process)
     assert [s.error is not None for s in process] == [False, True]

@@ -49,6 +49,7 @@ _offset: Any = KafkaMessage.offset
 _partition: Any = KafkaMessage.partition
 _error: Any = KafkaMessage.error
 _topic: Any = KafkaMessage.topic
+_raw_headers: Any = KafkaMessage.headers
 
 
 def _ts(m: Any) -> int | None:
@@ -264,6 +265,7 @@ class MessageProcessor:
         self.batch = isinstance(handler, BatchConsumer)
         self.telemetry = runtime.telemetry
         self._schemas: dict[str, SchemaBackend] = {}
+        self._tagsets: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
         kc = settings.key_config
         self.key_config = kc if kc is not None else KeyConfig(kind="none")
         self.group = settings.group_id or ""
@@ -276,6 +278,23 @@ class MessageProcessor:
 
             self.from_dict = from_dict_for(handler, settings.schema_name, settings.namespace,
                                            runtime.settings.schema.generated_class_path)
+
+    _STATUSES = ("received", "success", "error", "batch_received", "batch_success",
+                 "batch_error")
+    _TIMES = ("consume", "consume_batch", "time_delayed")
+
+    def tagset(self, topic: str, partition: int) -> dict[str, dict[str, str]]:
+        """Metric tags per topic-partition, built once: ``base`` plus one dict per
+        ``status:`` and ``time:`` value (no dict building per batch)."""
+        key = (topic, partition)
+        ts = self._tagsets.get(key)
+        if ts is None:
+            base = {"topic": topic, "consumer_group": self.group, "partition": str(partition)}
+            ts = {"base": base}
+            ts.update({st: {**base, "status": st} for st in self._STATUSES})
+            ts.update({t: {**base, "time": t} for t in self._TIMES})
+            self._tagsets[key] = ts
+        return ts
 
     def schema_for(self, topic: str) -> SchemaBackend:
         sb = self._schemas.get(topic)
@@ -347,7 +366,7 @@ class MessageProcessor:
     def give_up(self, msg: Any, exc: BaseException, attempts: int, payload: Any = None,
                 metadata: Any = None) -> None:
         """Apply ``on_error`` to a message whose retries are used up (or undecodable)."""
-        tags = {"topic": msg.topic(), "consumer_group": self.group}
+        tags = self.tagset(msg.topic(), msg.partition())["base"]
         if metadata is not None and self.handler.fatal_error(exc, payload, metadata):
             log.warning("fatal error on %s[%s]@%s treated as skip: %r", msg.topic(),
                         msg.partition(), msg.offset(), exc)
@@ -406,19 +425,19 @@ class MessageProcessor:
         topic = first.topic()
         partition = first.partition()
         payloads, keys, decode_errors = self.decode(topic, msgs)
-        tags = {"topic": topic, "consumer_group": self.group}
+        tags = self.tagset(topic, partition)
         tel = self.telemetry
         self._log_payloads(topic, partition, msgs, payloads, keys)
         if tel.metrics_enabled:
             ts = msgs[-1].timestamp()
             if ts and ts[1] > 0:
                 tel.timing("handler", max(0.0, time.time() - ts[1] / 1000.0),
-                           {**tags, "time": "time_delayed"})
+                           tags["time_delayed"])
         if self.batch:
             return self._process_batch(msgs, payloads, keys, decode_errors, attempt_of,
                                        topic, partition, tags)
         n = len(msgs)
-        tel.increment("handler", n, {**tags, "status": "received"})
+        tel.increment("handler", n, tags["received"])
         ok = 0
         failed = 0
         while ok < n:
@@ -435,25 +454,25 @@ class MessageProcessor:
             if exc is None:
                 ok = stop
                 continue
-            tel.increment("handler", 1, {**tags, "status": "error"})
+            tel.increment("handler", 1, tags["error"])
             m = msgs[i]
             md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
             attempt = attempt_of(m.offset())
             if attempt < self.settings.retry.attempts and not self.handler.fatal_error(
                     exc, payloads[i], md):
                 if i - failed:
-                    tel.increment("handler", i - failed, {**tags, "status": "success"})
+                    tel.increment("handler", i - failed, tags["success"])
                 return i, exc, m.offset()
             self.give_up(m, exc, attempt, payloads[i], md)
             failed += 1
             ok = i + 1
         if n - failed:
-            tel.increment("handler", n - failed, {**tags, "status": "success"})
+            tel.increment("handler", n - failed, tags["success"])
         return n, None, None
 
     def _run_messages(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
                       start: int, stop: int, topic: str, partition: int,
-                      tags: dict[str, str]) -> tuple[int, BaseException | None]:
+                      tags: dict[str, dict[str, str]]) -> tuple[int, BaseException | None]:
         """Call the handler for ``msgs[start:stop]``; the index and error of the first
         failure, or ``(stop, None)``."""
         consume = self.handler.consume  # type: ignore[attr-defined]
@@ -466,12 +485,12 @@ class MessageProcessor:
                     md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
                     t0 = time.perf_counter()
                     if tel.tracing_enabled:
-                        with tel.span(f"{topic} process", _span_attrs(
+                        with tel.span(f"process {topic}", _span_attrs(
                                 topic, self.group, partition, m.offset(), 1), md.headers):
                             consume(payloads[i], md)
                     else:
                         consume(payloads[i], md)
-                    tel.timing("handler", time.perf_counter() - t0, {**tags, "time": "consume"})
+                    tel.timing("handler", time.perf_counter() - t0, tags["consume"])
             elif keys is None:
                 for i in range(start, stop):
                     consume(payloads[i], Metadata(msgs[i], _RAW, topic, partition))
@@ -485,7 +504,8 @@ class MessageProcessor:
     def _process_batch(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
                        decode_errors: dict[int, BaseException],
                        attempt_of: Callable[[int], int], topic: str, partition: int,
-                       tags: dict[str, str]) -> tuple[int, BaseException | None, int | None]:
+                       tags: dict[str, dict[str, str]]
+                       ) -> tuple[int, BaseException | None, int | None]:
         tel = self.telemetry
         if decode_errors:
             # hand the decodable runs to the handler and give up on the bad ones, in order
@@ -509,19 +529,19 @@ class MessageProcessor:
         n = len(msgs)
         md = BatchMetadata(msgs, keys, topic, partition)
         if tel.metrics_enabled:
-            tel.increment("handler", 1, {**tags, "status": "batch_received"})
-            tel.increment("handler", n, {**tags, "status": "received"})
+            tel.increment("handler", 1, tags["batch_received"])
+            tel.increment("handler", n, tags["received"])
         start = time.perf_counter()
         try:
             if tel.tracing_enabled:
-                with tel.span(f"{topic} process", _span_attrs(topic, self.group, partition,
+                with tel.span(f"process {topic}", _span_attrs(topic, self.group, partition,
                                                               msgs[0].offset(), n),
-                              None, md.headers):
+                              None, _link_headers(msgs)):
                     self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
             else:
                 self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
         except Exception as exc:
-            tel.increment("handler", 1, {**tags, "status": "batch_error"})
+            tel.increment("handler", 1, tags["batch_error"])
             index = exc.index if isinstance(exc, BatchError) else 0
             cause = exc.cause if isinstance(exc, BatchError) and isinstance(
                 exc.cause, BaseException) else exc
@@ -543,9 +563,9 @@ class MessageProcessor:
             return n, None, None
         if tel.metrics_enabled:
             tel.timing("handler", time.perf_counter() - start,
-                       {**tags, "time": "consume_batch"})
-            tel.increment("handler", 1, {**tags, "status": "batch_success"})
-            tel.increment("handler", n, {**tags, "status": "success"})
+                       tags["consume_batch"])
+            tel.increment("handler", 1, tags["batch_success"])
+            tel.increment("handler", n, tags["success"])
         return n, None, None
 
     def _log_payloads(self, topic: str, partition: int, msgs: list[Any], payloads: list[Any],
@@ -563,6 +583,20 @@ class MessageProcessor:
         else:
             log.debug("received from %s[%d]: %r", topic, partition,
                       list(zip(keys if keys is not None else map(_key, msgs), payloads)))
+
+
+def _link_headers(msgs: list[Any]) -> list[dict[str, bytes]]:
+    """The distinct header sets of a batch, for span links: messages published in one chunk
+    share a trace context, so a batch usually links to a handful of traces, not N."""
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for h in map(_raw_headers, msgs):
+        if h:
+            t = tuple(h)
+            if t not in seen:
+                seen.add(t)
+                out.append(dict(h))
+    return out
 
 
 def _span_attrs(topic: str, group: str, partition: int, offset: int, n: int) -> dict[str, Any]:

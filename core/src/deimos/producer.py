@@ -220,17 +220,18 @@ class Pipeline:
         for start in range(0, len(messages), step):
             chunk = messages[start:start + step]
             if telemetry.tracing_enabled:
-                with telemetry.span(f"{self.topic} publish", {
+                with telemetry.span(f"send {self.topic}", {
                     "messaging.system": "kafka",
-                    "messaging.operation.type": "publish",
+                    "messaging.operation.type": "send",
                     "messaging.destination.name": self.topic,
                     "messaging.batch.message_count": len(chunk),
                 }) as spans:
-                    for m in chunk:
-                        carrier: dict[str, bytes] = {}
-                        spans.inject(carrier)
-                        if carrier:
-                            m.headers = (m.headers or []) + list(carrier.items())
+                    carrier: dict[str, bytes] = {}
+                    spans.inject(carrier)  # one context per chunk: build its headers once
+                    if carrier:
+                        extra = list(carrier.items())
+                        for m in chunk:
+                            m.headers = m.headers + extra if m.headers else extra[:]
                     self._execute(backend, chunk, do_sync)
             else:
                 self._execute(backend, chunk, do_sync)

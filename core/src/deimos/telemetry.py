@@ -96,6 +96,7 @@ class Telemetry:
         configure: Callable[[str, str], None] | None = None,
     ) -> None:
         self.global_tags = dict(tags or {})
+        self._merged: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
         self._metrics: dict[str, list[Callable[..., Any]]] = {h: [] for h in _METRIC_HOOKS}
         for name in metrics:
             if configure:
@@ -115,7 +116,17 @@ class Telemetry:
     def _tags(self, tags: Mapping[str, str] | None) -> Mapping[str, str]:
         if not self.global_tags:
             return tags or {}
-        return {**self.global_tags, **(tags or {})}
+        if tags is None:
+            return self.global_tags
+        # producers and consumers pass long-lived tag dicts: merge each once, not per call
+        hit = self._merged.get(id(tags))
+        if hit is not None and hit[0] is tags:
+            return hit[1]
+        merged = {**self.global_tags, **tags}
+        if len(self._merged) > 4096:
+            self._merged.clear()
+        self._merged[id(tags)] = (tags, merged)
+        return merged
 
     def _emit(self, hook: str, name: str, value: Any, tags: Mapping[str, str] | None) -> None:
         fns = self._metrics[hook]
