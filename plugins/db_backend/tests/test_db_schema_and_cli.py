@@ -89,3 +89,17 @@ class TestDbBackendConformance(ProducerBackendConformance):
             stored = conn.execute(sa.select(kafka_messages.c.headers)
                                   .order_by(kafka_messages.c.id)).scalars().first()
         assert decode_headers(stored) == [("h", b"1")]
+
+
+@pytest.mark.kafka
+def test_the_documented_example_runs(deimos_kafka: str, deimos_reset: None) -> None:
+    import os
+    import subprocess
+    import sys
+
+    example = Path(__file__).parents[1] / "examples" / "outbox_example.py"
+    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ,
+                                           "DEIMOS_TEST_BOOTSTRAP_SERVERS": deimos_kafka})
+    assert out.returncode == 0, out.stderr
+    assert "sent 1 message(s)" in out.stdout and "value=b'teapot'" in out.stdout
