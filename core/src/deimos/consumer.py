@@ -621,6 +621,7 @@ def consumer_config(settings: Settings, cs: ConsumerSettings) -> dict[str, Any]:
         "auto.offset.reset": "earliest" if cs.start_from_beginning else "latest",
         "session.timeout.ms": cs.session_timeout_ms,
         "heartbeat.interval.ms": max(100, min(3000, cs.session_timeout_ms // 6)),
+        "logger": logging.getLogger("deimos.librdkafka"),
     })
     conf.update(cs.config)
     return conf
@@ -640,11 +641,18 @@ class ConsumerLoop:
         self._attempts: dict[tuple[str, int, int], int] = {}
         self.consumer: KafkaConsumer | None = None
         self._multi_topic = bool(settings.topic_pattern) or len(settings.topics) != 1
+        self._fatal: KafkaError | None = None
         #: set once the group gave this consumer its first partitions
         self.assigned = threading.Event()
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err  # the loop raises: the runner restarts this consumer
+        else:
+            log.warning("consumer %s: %s", self.settings.name, err)
 
     def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         if partitions:
@@ -666,7 +674,8 @@ class ConsumerLoop:
     def run(self) -> None:
         """Poll until :meth:`stop`; the batch in flight finishes and offsets are committed."""
         cs = self.settings
-        consumer = KafkaConsumer(consumer_config(self.runtime.settings, cs))
+        consumer = KafkaConsumer({**consumer_config(self.runtime.settings, cs),
+                                  "error_cb": self._on_error})
         self.consumer = consumer
         topics = list(cs.topics)
         if cs.topic_pattern:
@@ -678,6 +687,8 @@ class ConsumerLoop:
         log.info("consumer %s started on %s (group %s)", cs.name, topics, cs.group_id)
         try:
             while not self.stop_event.is_set():
+                if self._fatal is not None:
+                    raise DeimosError(f"consumer {cs.name}: fatal Kafka error: {self._fatal}")
                 self._resume_due(consumer)
                 msgs = consumer.consume(cs.max_batch_size, cs.max_wait_time)
                 if msgs:

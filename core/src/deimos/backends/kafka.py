@@ -46,12 +46,23 @@ class _SharedProducer:
     """A librdkafka producer plus a thread that serves its callbacks while idle."""
 
     def __init__(self, conf: dict[str, Any]) -> None:
-        self.producer = Producer(conf)
+        #: set when librdkafka reports a fatal error (e.g. an idempotent producer whose state
+        #: the broker lost): such a producer fails every later message, so it is replaced
+        self.fatal: KafkaError | None = None
+        self.producer = Producer({**conf, "error_cb": self._on_error,
+                                  "logger": logging.getLogger("deimos.librdkafka")})
         self._stop = threading.Event()
         self._partitions: dict[str, tuple[int, float]] = {}
         self._thread = threading.Thread(target=self._poll_loop, name="deimos-producer-poll",
                                         daemon=True)
         self._thread.start()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("the Kafka producer hit a fatal error and will be replaced: %s", err)
+            self.fatal = err
+        else:
+            log.warning("Kafka producer: %s", err)
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -99,9 +110,13 @@ def shared_producer(settings: Settings) -> _SharedProducer:
     conf = producer_config(settings)
     key = tuple(sorted((k, repr(v)) for k, v in conf.items()))
     sp = _pool.get(key)
-    if sp is None:
+    if sp is None or sp.fatal is not None:
         with _pool_lock:
             sp = _pool.get(key)
+            if sp is not None and sp.fatal is not None:
+                broken = sp
+                sp = None
+                threading.Thread(target=broken.close, args=(0,), daemon=True).start()
             if sp is None:
                 sp = _pool[key] = _SharedProducer(conf)
                 _exit_flush_timeout = settings.producers.flush_timeout
