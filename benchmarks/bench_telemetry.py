@@ -129,3 +129,34 @@ def consume_batch_plain_telemetry(b: Any) -> dict[str, Any]:
     n = b.messages
     topic = b.filled_topic([_run.VALUE.encode()] * n)
     return _compare(b, lambda: b.deimos_consume(_run._NoopBatch, topic, n))
+
+
+@_run.bench("produce_avro_telemetry")
+def produce_avro_telemetry(b: Any) -> dict[str, Any]:
+    """produce_avro (avro_schema_registry on mock://, 6-field record, 500 per publish_list)."""
+    import bench_avro
+
+    n = b.messages
+    records = bench_avro._records(n)
+    producer = bench_avro._WidgetProducer
+
+    def run() -> float:
+        producer.topic = b.topic()
+        start = time.perf_counter()
+        for i in range(0, n, 500):
+            producer.publish_list(records[i:i + 500])
+        deimos.flush(60)
+        return n / (time.perf_counter() - start)
+
+    return _compare(b, run, **bench_avro.avro_sections())
+
+
+@_run.bench("consume_batch_avro_telemetry")
+def consume_batch_avro_telemetry(b: Any) -> dict[str, Any]:
+    """consume_batch_avro (BatchConsumer decoding Avro, batches of 500)."""
+    import bench_avro
+
+    n = b.messages
+    topic = bench_avro.filled_avro_topic(b, n)
+    return _compare(b, lambda: b.deimos_consume(bench_avro._WidgetConsumer, topic, n),
+                    **bench_avro.avro_sections())
