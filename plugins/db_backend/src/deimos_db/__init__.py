@@ -4,6 +4,10 @@ The ``db`` producer backend (alias ``outbox``) writes messages to ``kafka_messag
 database transaction (:func:`transaction`); the DB producer (:class:`DbProducer`,
 :func:`run_db_producer`, ``deimos db-producer``) sends them to Kafka and deletes each row once
 the broker acknowledged it.
+
+Records: :class:`RecordProducer` (with :func:`track_changes`) publishes rows of a SQLAlchemy
+model, :class:`DbPoller` (``deimos db-poller``) publishes changed rows on a schedule, and
+:class:`RecordConsumer` writes messages into a model's table with bulk upserts.
 """
 
 from __future__ import annotations
@@ -11,22 +15,38 @@ from __future__ import annotations
 from deimos_db.engine import dispose_engines, get_engine, transaction
 from deimos_db.models import (
     create_tables,
+    deimos_inbox,
+    deimos_poll_info,
     kafka_dead_letters,
     kafka_messages,
     kafka_topic_info,
     metadata,
 )
-from deimos_db.settings import DbProducerSettings, DbSettings
+from deimos_db.poller import DbPoller, DbPollerGroup, run_db_pollers
+from deimos_db.record_consumer import RecordConsumer, RecordMessage, prune_inbox
+from deimos_db.record_producer import RecordProducer, track_changes
+from deimos_db.settings import DbPollerSettings, DbProducerSettings, DbSettings
 
 __all__ = [
+    "DbPoller",
+    "DbPollerGroup",
+    "DbPollerSettings",
     "DbProducerSettings",
     "DbSettings",
+    "RecordConsumer",
+    "RecordMessage",
+    "RecordProducer",
     "create_tables",
+    "deimos_inbox",
+    "deimos_poll_info",
     "dispose_engines",
     "get_engine",
     "kafka_dead_letters",
     "kafka_messages",
     "kafka_topic_info",
     "metadata",
+    "prune_inbox",
+    "run_db_pollers",
+    "track_changes",
     "transaction",
 ]

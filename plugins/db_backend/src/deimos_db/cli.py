@@ -1,4 +1,5 @@
-"""``deimos db init`` and ``deimos db-producer`` (added through ``deimos_cli_commands``)."""
+"""``deimos db init``, ``deimos db-producer`` and ``deimos db-poller`` (added through
+``deimos_cli_commands``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def db_group() -> None:
 @click.option("--url", default=None, help="SQLAlchemy URL (default: db.url of the settings)")
 @click.pass_context
 def init(ctx: click.Context, url: str | None) -> None:
-    """Create kafka_messages, kafka_topic_info and kafka_dead_letters where missing.
+    """Create kafka_messages, kafka_topic_info, kafka_dead_letters, deimos_poll_info and
+    deimos_inbox where missing.
 
     With Alembic, include deimos_db's migrations in your history instead (see the outbox
     guide)."""
@@ -58,5 +60,22 @@ def db_producer(ctx: click.Context, workers: int | None, log_level: str) -> None
         os._exit(1)
 
 
+@click.command("db-poller")
+@click.argument("names", nargs=-1)
+@click.option("--log-level", default="info", show_default=True)
+@click.pass_context
+def db_poller(ctx: click.Context, names: tuple[str, ...], log_level: str) -> None:
+    """Run the DB pollers of [[db.pollers]] (or only NAMES) until SIGINT/SIGTERM."""
+    from .poller import run_db_pollers
+
+    logging.basicConfig(level=getattr(logging, log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _settings(ctx)
+    if not run_db_pollers(list(names) or None):
+        click.echo("deimos db-poller: shutdown timed out; exiting anyway", err=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+
 def commands() -> list[click.Command]:
-    return [db_group, db_producer]
+    return [db_group, db_producer, db_poller]

@@ -10,6 +10,12 @@ from the shipped migrations, or run ``deimos db init``.
   when, the last error and how many retries it has had.
 * ``kafka_dead_letters``: messages the broker can never accept (too large), kept with the
   error instead of being deleted.
+* ``deimos_poll_info``: one row per DB poller: the (timestamp, id) of the last row it
+  published, so a restarted poller resumes exactly there; the last error and how many batches
+  it had to skip, so a skipped batch is never silent.
+* ``deimos_inbox``: the (consumer, topic, partition, offset) of every message a record
+  consumer with ``inbox = True`` applied, written in the same transaction as its rows, so a
+  redelivered message is not applied twice.
 """
 
 from __future__ import annotations
@@ -73,9 +79,36 @@ kafka_dead_letters = sa.Table(
     sa.Index("ix_kafka_dead_letters_topic", "topic"),
 )
 
-TABLES = (kafka_messages, kafka_topic_info, kafka_dead_letters)
+deimos_poll_info = sa.Table(
+    "deimos_poll_info",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("poller", sa.String(255), nullable=False),
+    sa.Column("last_sent", DateTime, nullable=False),
+    sa.Column("last_sent_id", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_run_at", DateTime, nullable=True),
+    sa.Column("batches_errored", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error", Text, nullable=True),
+    sa.UniqueConstraint("poller", name="uq_deimos_poll_info_poller"),
+)
+
+deimos_inbox = sa.Table(
+    "deimos_inbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("consumer", sa.String(255), nullable=False),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("consumed_at", DateTime, nullable=False),
+    sa.UniqueConstraint("consumer", "topic", "partition", "offset",
+                        name="uq_deimos_inbox_message"),
+    sa.Index("ix_deimos_inbox_consumed_at", "consumed_at"),
+)
+
+TABLES = (kafka_messages, kafka_topic_info, kafka_dead_letters, deimos_poll_info, deimos_inbox)
 
 
 def create_tables(bind: sa.Engine | sa.Connection) -> None:
-    """Create the outbox tables that do not exist yet (``deimos db init``)."""
+    """Create deimos-db's tables that do not exist yet (``deimos db init``)."""
     metadata.create_all(bind, checkfirst=True)

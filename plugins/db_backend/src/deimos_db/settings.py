@@ -1,7 +1,8 @@
 """The ``db`` settings section (``[db]`` in deimos.toml, ``DEIMOS_DB__*`` in the environment).
 
 ``db.url`` is shared by everything in deimos-db (the outbox backend, the DB producer, and
-later the poller); the DB producer's own options live in ``[db.producer]``.
+the DB pollers); the DB producer's options live in ``[db.producer]``, the pollers' in
+``[[db.pollers]]``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,72 @@ class DbProducerSettings(Section):
         return self.compact_topics == "all" or topic in self.compact_topics
 
 
+class DbPollerSettings(Section):
+    """One DB poller (``[[db.pollers]]``): which record producers it feeds and how it reads.
+
+    Option names follow Ruby Deimos's ``db_poller`` block.
+    """
+
+    name: str | None = Field(
+        None, description="key of the poller's row in deimos_poll_info (default: the first "
+        "producer class path); keep it stable, or the poller starts over")
+    producer_class: str | None = Field(
+        None, description="'module:Class' of a RecordProducer whose model is polled")
+    producer_classes: list[str] = Field(
+        default_factory=list, description="several RecordProducers fed the same rows (the "
+        "first one's model and poll_query are used)")
+    mode: Literal["time_based", "state_based"] = Field(
+        "time_based", description="time_based: rows changed since the last (timestamp, id) "
+        "sent; state_based: rows the producer's poll_query says are unpublished, marked "
+        "afterwards")
+    run_every: float = Field(60.0, gt=0, description="seconds between polls")
+    delay_time: float = Field(
+        2.0, ge=0, description="seconds behind now a time-based poll stops, so rows of "
+        "transactions still open when it ran are not skipped")
+    timestamp_column: str = Field("updated_at", description="the row's last-change time "
+                                  "(naive UTC, or timezone-aware)")
+    id_column: str | None = Field(
+        None, description="tie-breaker for rows sharing a timestamp (default: the primary key)")
+    full_table: bool = Field(False, description="publish every row on every run")
+    start_from_beginning: bool = Field(
+        True, description="a new poller publishes existing rows; false starts from now")
+    batch_size: int = Field(1000, gt=0, description="rows per published batch")
+    retries: int = Field(2, ge=0, description="retries of a failed batch before its rows "
+                         "are tried one by one and the failing ones skipped and recorded")
+    retry_backoff: float = Field(0.5, ge=0, description="seconds before the first retry "
+                                 "(doubling)")
+    skip_too_large_messages: bool = Field(
+        True, description="a row whose message the broker refuses as too large is skipped "
+        "and recorded at once (no retries); false stops the poller at that row")
+    state_column: str | None = Field(None, description="state_based: column set after "
+                                     "publishing")
+    published_state: str | None = Field(None, description="state_based: value for rows "
+                                        "published")
+    failed_state: str | None = Field(None, description="state_based: value for rows that "
+                                     "could not be published")
+    publish_timestamp_column: str | None = Field(
+        None, description="state_based: column set to the publish time")
+
+    @model_validator(mode="after")
+    def _check(self) -> DbPollerSettings:
+        if not self.producer_class and not self.producer_classes:
+            raise ValueError("a DB poller needs producer_class or producer_classes")
+        if self.mode == "state_based" and not (self.state_column or
+                                               self.publish_timestamp_column):
+            raise ValueError("a state_based poller needs state_column or "
+                             "publish_timestamp_column to mark published rows")
+        return self
+
+    @property
+    def classes(self) -> list[str]:
+        return ([self.producer_class] if self.producer_class else []) + [
+            c for c in self.producer_classes if c != self.producer_class]
+
+    @property
+    def poller_name(self) -> str:
+        return self.name or self.classes[0]
+
+
 class DbSettings(Section):
     """Where the outbox tables live."""
 
@@ -66,6 +133,8 @@ class DbSettings(Section):
     engine_options: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for sqlalchemy.create_engine")
     producer: DbProducerSettings = Field(default_factory=DbProducerSettings)
+    pollers: list[DbPollerSettings] = Field(
+        default_factory=list, description="DB pollers ``deimos db-poller`` runs")
 
 
-__all__ = ["DbProducerSettings", "DbSettings", "PassThrough"]
+__all__ = ["DbPollerSettings", "DbProducerSettings", "DbSettings", "PassThrough"]

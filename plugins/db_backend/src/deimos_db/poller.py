@@ -1,0 +1,408 @@
+"""The DB poller: publishes rows of a table through record producers, on a schedule.
+
+One :class:`DbPoller` per ``[[db.pollers]]`` entry, each a runnable of
+:class:`deimos.runner.Executor` (``deimos db-poller``, :func:`run_db_pollers`,
+:class:`DbPollerGroup`), with its state in ``deimos_poll_info``.
+
+**Time-based** (default): every ``run_every`` seconds, publish the rows whose
+``timestamp_column`` lies after the last ``(timestamp, id)`` sent and at most ``delay_time``
+seconds ago, in batches ordered by ``(timestamp, id)``. The ``(timestamp, id)`` of a batch's
+last row is saved after the batch was published, so rows sharing a timestamp across a batch
+boundary are neither skipped nor sent twice, and a restarted poller resumes at the row after
+the last one it saved. ``delay_time`` keeps the poll behind transactions still in flight (a
+row committed late with an earlier timestamp would otherwise be passed by).
+
+**State-based**: publish the rows the first producer's ``state_query`` returns (by default
+``state_column IS NULL``), then set ``state_column`` to ``published_state`` (``failed_state``
+for rows that could not be published) and ``publish_timestamp_column`` to now.
+
+**Errors**: a batch that fails is retried ``retries`` times with backoff, then its rows are
+published one at a time; the rows that still fail are skipped, logged with their ids, counted
+(``db_poller.batches_errored``) and recorded in ``deimos_poll_info`` (``error``,
+``batches_errored``), never silently. A row whose message the broker refuses as too large is
+skipped at once with ``skip_too_large_messages`` (the default), otherwise the poller stops at
+it (the runner restarts it; the error is recorded).
+
+Delivery is at least once: a poller killed after publishing a batch but before saving its
+state publishes that batch again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from confluent_kafka import KafkaError, KafkaException
+from sqlalchemy.orm import Session
+
+from deimos.config import Settings, get_settings
+from deimos.consumer import import_class
+from deimos.errors import DeimosError
+from deimos.runner import Executor, Runnable, SignalHandler
+from deimos.runtime import get_runtime
+from deimos.telemetry import Telemetry
+
+from .engine import get_engine, utcnow
+from .models import deimos_poll_info
+from .producer import FATAL_CODES
+from .record_producer import RecordProducer
+from .records import column_attrs, primary_key_names, table_of
+from .settings import DbPollerSettings, DbSettings
+
+log = logging.getLogger("deimos_db.poller")
+
+_P = deimos_poll_info.c
+EPOCH = _dt.datetime(1970, 1, 1)
+_TOO_LARGE_NAMES = tuple(KafkaError(c).name() for c in FATAL_CODES)
+
+
+def is_too_large(exc: BaseException) -> bool:
+    """Did the broker (or the client) refuse a message as too large?"""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen or e is None:
+            continue
+        seen.add(id(e))
+        if isinstance(e, KafkaError):
+            if e.code() in FATAL_CODES:
+                return True
+            continue
+        if isinstance(e, KafkaException) and e.args:
+            todo.append(e.args[0])
+        if isinstance(e, BaseException):
+            todo.extend([e.__cause__, e.__context__])
+            for arg in e.args:
+                if isinstance(arg, (list, tuple)):
+                    for item in arg:
+                        todo.extend(item if isinstance(item, tuple) else [item])
+    return any(n in str(exc) for n in _TOO_LARGE_NAMES)
+
+
+class PollStatus:
+    """What one run did (logged at its end, returned by :meth:`DbPoller.process_updates`)."""
+
+    __slots__ = ("batches_errored", "batches_processed", "messages_processed", "skipped_ids")
+
+    def __init__(self) -> None:
+        self.batches_processed = 0
+        self.batches_errored = 0
+        self.messages_processed = 0
+        self.skipped_ids: list[Any] = []
+
+    def __repr__(self) -> str:
+        return (f"PollStatus(batches_processed={self.batches_processed}, "
+                f"batches_errored={self.batches_errored}, "
+                f"messages_processed={self.messages_processed}, skipped={self.skipped_ids})")
+
+
+class DbPoller:
+    """One poller: a runnable (``run``/``stop``); :meth:`process_updates` runs one poll."""
+
+    def __init__(self, config: DbPollerSettings, settings: Settings | None = None, *,
+                 telemetry: Telemetry | None = None) -> None:
+        self.config = config
+        self.settings = settings or get_settings()
+        db: DbSettings = self.settings.section("db")
+        self.engine = get_engine(db.url, db.engine_options)
+        self.name = config.poller_name
+        self.producers: list[type[RecordProducer]] = []
+        for path in config.classes:
+            cls = import_class(path)
+            if not (isinstance(cls, type) and issubclass(cls, RecordProducer)):
+                raise DeimosError(f"DB poller {self.name}: {path} is not a RecordProducer")
+            self.producers.append(cls)
+        self.first = self.producers[0]
+        self.model = self.first.model
+        self.table = table_of(self.model)
+        pk = primary_key_names(self.model)
+        self.id_column = config.id_column or pk[0]
+        self.telemetry = telemetry or get_runtime().telemetry
+        self.tags = {"poller": self.name}
+        self._stop = threading.Event()
+        if config.mode == "time_based":
+            ts = self.table.c[config.timestamp_column]
+            self._aware = bool(getattr(ts.type, "timezone", False))
+
+    def __repr__(self) -> str:
+        return f"DbPoller({self.name})"
+
+    # -- runnable ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        log.info("DB poller %s started (%s, every %ss)", self.name, self.config.mode,
+                 self.config.run_every)
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.process_updates()
+            self._stop.wait(max(0.0, self.config.run_every - (time.monotonic() - started)))
+        log.info("DB poller %s stopped", self.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- state ------------------------------------------------------------------------------
+
+    def poll_info(self) -> Any:
+        """This poller's ``deimos_poll_info`` row, made on first use: a new poller starts at
+        the beginning of time with ``start_from_beginning``, else at now."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(deimos_poll_info).where(_P.poller == self.name)).first()
+        if row is not None:
+            return row
+        start = EPOCH if self.config.start_from_beginning else utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(deimos_poll_info.insert().values(
+                    poller=self.name, last_sent=start, last_sent_id=0, batches_errored=0))
+        except sa.exc.IntegrityError:
+            pass  # another process made it first
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(deimos_poll_info).where(_P.poller == self.name)).one()
+
+    def _save(self, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(deimos_poll_info.update().where(_P.poller == self.name).values(**values))
+
+    def _record_skipped(self, failed: list[tuple[Any, BaseException]]) -> None:
+        ids = [getattr(r, self._id_attr) for r, _ in failed]
+        error = f"skipped rows {ids}: {type(failed[0][1]).__name__}: {failed[0][1]}"[:4000]
+        log.error("DB poller %s: %s", self.name, error)
+        self.telemetry.increment("db_poller.batches_errored", 1, self.tags)
+        with self.engine.begin() as conn:
+            conn.execute(deimos_poll_info.update().where(_P.poller == self.name).values(
+                batches_errored=_P.batches_errored + 1, error=error))
+
+    @property
+    def _id_attr(self) -> str:
+        return column_attrs(self.model).get(self.id_column, self.id_column)
+
+    # -- polling ----------------------------------------------------------------------------
+
+    def process_updates(self) -> PollStatus:
+        """Publish everything due now, batch by batch; what was done."""
+        status = PollStatus()
+        with self.telemetry.span(f"db_poller {self.name}", {
+                "deimos.poller": self.name, "deimos.poller.mode": self.config.mode}):
+            if self.config.mode == "state_based":
+                self._poll_state_based(status)
+            else:
+                self._poll_time_based(status)
+        if status.batches_processed or status.batches_errored:
+            log.info("DB poller %s: %r", self.name, status)
+        return status
+
+    def _utc(self, t: _dt.datetime) -> _dt.datetime:
+        """Our naive UTC as the timestamp column compares it."""
+        return t.replace(tzinfo=_dt.timezone.utc) if self._aware else t
+
+    def _naive(self, t: Any) -> _dt.datetime:
+        if isinstance(t, str):
+            t = _dt.datetime.fromisoformat(t)
+        if t.tzinfo is not None:
+            t = t.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        result: _dt.datetime = t
+        return result
+
+    def _poll_time_based(self, status: PollStatus) -> None:
+        cfg = self.config
+        info = self.poll_info()
+        if cfg.full_table:
+            time_from, min_id = EPOCH, -(2 ** 62)
+        else:
+            time_from, min_id = self._naive(info.last_sent), int(info.last_sent_id)
+        time_to = utcnow() - _dt.timedelta(seconds=cfg.delay_time)
+        t = self.table
+        ts_key = column_attrs(self.model).get(cfg.timestamp_column, cfg.timestamp_column)
+        order = (t.c[cfg.timestamp_column], t.c[self.id_column])
+        while not self._stop.is_set():
+            query = self.first.poll_query(
+                time_from=self._utc(time_from), time_to=self._utc(time_to),
+                column_name=cfg.timestamp_column, min_id=min_id, id_column=self.id_column)
+            with Session(self.engine, expire_on_commit=False) as session:
+                batch = list(session.scalars(query.order_by(*order).limit(cfg.batch_size)))
+                if not batch:
+                    break
+                self._publish(batch, status)
+                last = batch[-1]
+                time_from = self._naive(getattr(last, ts_key))
+                min_id = int(getattr(last, self._id_attr))
+            if not cfg.full_table:
+                self._save(last_sent=time_from, last_sent_id=min_id, last_run_at=utcnow())
+            if len(batch) < cfg.batch_size:
+                break
+        self._save(last_run_at=utcnow())
+
+    def _poll_state_based(self, status: PollStatus) -> None:
+        cfg = self.config
+        self.poll_info()
+        t = self.table
+        while not self._stop.is_set():
+            query = self.first.state_query(
+                state_column=cfg.state_column, published_state=cfg.published_state,
+                failed_state=cfg.failed_state,
+                publish_timestamp_column=cfg.publish_timestamp_column)
+            with Session(self.engine, expire_on_commit=False) as session:
+                batch = list(session.scalars(query.order_by(t.c[self.id_column])
+                                             .limit(cfg.batch_size)))
+            if not batch:
+                break
+            failed = self._publish(batch, status)
+            failed_ids = {getattr(r, self._id_attr) for r, _ in failed}
+            ok_ids = [getattr(r, self._id_attr) for r in batch
+                      if getattr(r, self._id_attr) not in failed_ids]
+            now = utcnow()
+            with self.engine.begin() as conn:
+                for ids, state, published in ((ok_ids, cfg.published_state, True),
+                                              (sorted(failed_ids), cfg.failed_state, False)):
+                    values: dict[str, Any] = {}
+                    if cfg.state_column and state is not None:
+                        values[cfg.state_column] = state
+                    if cfg.publish_timestamp_column and published:
+                        values[cfg.publish_timestamp_column] = now
+                    if not values:
+                        continue
+                    for start in range(0, len(ids), 1000):
+                        conn.execute(t.update().where(
+                            t.c[self.id_column].in_(ids[start:start + 1000])).values(**values))
+            if failed and cfg.failed_state is None:
+                break  # unmarked failures would come straight back: try again next run
+            if len(batch) < cfg.batch_size:
+                break
+        self._save(last_sent=utcnow(), last_run_at=utcnow())
+
+    def _send(self, records: Sequence[Any]) -> None:
+        for p in self.producers:
+            p.send_events(records, sync=True)
+
+    def _publish(self, batch: list[Any], status: PollStatus) -> list[tuple[Any, BaseException]]:
+        """Publish ``batch`` through every producer; the rows given up on, with their error."""
+        cfg = self.config
+        attempt = 0
+        while True:
+            try:
+                self._send(batch)
+            except Exception as exc:
+                too_large = is_too_large(exc)
+                if too_large and not cfg.skip_too_large_messages:
+                    self._save(error=f"{type(exc).__name__}: {exc}"[:4000])
+                    raise
+                if too_large or attempt >= cfg.retries or self._stop.is_set():
+                    log.warning("DB poller %s: batch failed (%r); publishing its rows one by "
+                                "one", self.name, exc)
+                    break
+                attempt += 1
+                log.warning("DB poller %s: batch failed (attempt %d of %d): %r", self.name,
+                            attempt, cfg.retries + 1, exc)
+                self._stop.wait(cfg.retry_backoff * 2 ** (attempt - 1))
+                continue
+            self._done(len(batch), status)
+            return []
+        failed: list[tuple[Any, BaseException]] = []
+        for record in batch:
+            try:
+                self._send([record])
+            except Exception as exc:
+                if is_too_large(exc) and not cfg.skip_too_large_messages:
+                    self._save(error=f"{type(exc).__name__}: {exc}"[:4000])
+                    raise
+                failed.append((record, exc))
+        self._done(len(batch) - len(failed), status)
+        if failed:
+            status.batches_errored += 1
+            status.skipped_ids.extend(getattr(r, self._id_attr) for r, _ in failed)
+            self._record_skipped(failed)
+        return failed
+
+    def _done(self, n: int, status: PollStatus) -> None:
+        status.batches_processed += 1
+        status.messages_processed += n
+        self.telemetry.increment("db_poller.batches_processed", 1, self.tags)
+        if n:
+            self.telemetry.increment("db_poller.messages_processed", n, self.tags)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------
+
+
+def poller_settings(settings: Settings | None = None, names: Sequence[str] | None = None
+                    ) -> list[DbPollerSettings]:
+    settings = settings or get_settings()
+    db: DbSettings = settings.section("db")
+    configs = [p for p in db.pollers if not names or p.poller_name in names]
+    if names:
+        missing = set(names) - {p.poller_name for p in configs}
+        if missing:
+            raise DeimosError(f"no DB poller named {', '.join(sorted(missing))} is configured "
+                              f"(configured: {[p.poller_name for p in db.pollers]})")
+    return configs
+
+
+def poller_factories(settings: Settings | None = None, names: Sequence[str] | None = None
+                     ) -> list[Callable[[], Runnable]]:
+    """One runnable factory per configured poller (``names``: only those)."""
+    resolved = settings or get_settings()
+
+    def factory(config: DbPollerSettings) -> Callable[[], Runnable]:
+        return lambda: DbPoller(config, resolved)
+
+    return [factory(c) for c in poller_settings(resolved, names)]
+
+
+class DbPollerGroup:
+    """The configured pollers in threads, restarted if they crash; ``start``/``stop``/``join``
+    or a ``with`` block to embed them in your process."""
+
+    def __init__(self, names: Sequence[str] | None = None,
+                 settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        factories = poller_factories(self.settings, names)
+        if not factories:
+            raise DeimosError("no DB pollers are configured (add [[db.pollers]] entries)")
+        self.executor = Executor(factories, restart_delay=self.settings.runner.restart_delay,
+                                 name="deimos-db-poller")
+
+    def start(self) -> DbPollerGroup:
+        self.executor.start()
+        return self
+
+    def stop(self) -> None:
+        self.executor.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self.executor.join(timeout)
+
+    def __enter__(self) -> DbPollerGroup:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join(self.settings.runner.shutdown_timeout)
+
+
+def run_db_pollers(names: Sequence[str] | None = None, *, install_signals: bool = True,
+                   until: threading.Event | None = None) -> bool:
+    """Run the configured pollers until SIGINT/SIGTERM (or ``until``); True on a clean stop."""
+    settings = get_settings()
+    group = DbPollerGroup(names, settings)
+    handler = SignalHandler(group.executor)
+    if install_signals and threading.current_thread() is threading.main_thread():
+        handler.install()
+    group.start()
+    try:
+        while not group.executor.wait(0.2):
+            if until is not None and until.is_set():
+                break
+    finally:
+        group.stop()
+        clean = group.join(settings.runner.shutdown_timeout)
+        handler.uninstall()
+    return clean

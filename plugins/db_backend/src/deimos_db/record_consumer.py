@@ -1,0 +1,521 @@
+"""Record consumers: a :class:`deimos.BatchConsumer` that writes messages into a SQLAlchemy
+model's table (Ruby Deimos's ``ActiveRecordConsumer``).
+
+**Batch mode** (``bulk_import = True``, the default): per batch of one topic-partition,
+``should_consume`` filters, ``pre_process`` may rewrite, then the messages are *compacted*
+(the last message per key) or, with ``compacted = False``, cut into key-distinct slices (the
+n-th message of every key goes in slice n, so a key's messages apply in order). Each slice is
+one native bulk upsert (PostgreSQL/SQLite ``INSERT .. ON CONFLICT DO UPDATE``, MySQL/MariaDB
+``INSERT .. ON DUPLICATE KEY UPDATE``) in chunks of ``max_db_batch_size``, plus one bulk
+``DELETE`` for the tombstones; the whole batch is one transaction, retried with backoff on a
+deadlock or lock timeout.
+
+When the bulk write fails otherwise (a row breaks a constraint), the batch is written again
+row by row, each row in a savepoint: every good row is committed, every failed message is
+logged with its offset, key and error, and the first one is raised as
+:class:`deimos.consumer.BatchError`, so the consumer's error policy (retries, then
+``on_error``: ``raise``, ``dead_letter`` or ``skip``) applies to exactly the failed messages
+and one bad record neither loses nor blocks the rest.
+
+**Per-message mode** (``bulk_import = False``): ``process_message``, ``fetch_record``,
+``assign_key``, ``record_attributes`` and ``save_record`` per message (``delete_record`` for
+a tombstone), one transaction per message.
+
+**Inbox** (``inbox = True``): the (consumer, topic, partition, offset) of every applied
+message is written to ``deimos_inbox`` in the same transaction as the rows, and messages
+already there are skipped, so a redelivered message is never applied twice.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from deimos.config import get_settings
+from deimos.consumer import BatchConsumer, BatchError, BatchMetadata
+from deimos.producer import _to_dict
+
+from .engine import get_engine, utcnow
+from .models import deimos_inbox
+from .records import column_attrs, converter_for, primary_key_names, table_of
+from .settings import DbSettings
+
+log = logging.getLogger("deimos_db.record_consumer")
+
+_I = deimos_inbox.c
+
+#: PostgreSQL SQLSTATEs and MySQL/MariaDB error numbers worth retrying the transaction for
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+RETRYABLE_MYSQL_CODES = frozenset({1213, 1205})
+
+
+def describe(exc: BaseException) -> str:
+    """An error in one line: a database error without its SQL and parameters (which would
+    repeat the whole batch in the log)."""
+    orig = getattr(exc, "orig", None) if isinstance(exc, sa.exc.DBAPIError) else None
+    inner = orig if orig is not None else exc
+    return f"{type(exc).__name__}: {str(inner).splitlines()[0] if str(inner) else ''}"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A deadlock, serialization failure or lock timeout: the same transaction may succeed
+    when run again."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in RETRYABLE_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in RETRYABLE_MYSQL_CODES:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "deadlock" in text
+
+
+@dataclass
+class RecordMessage:
+    """One message as the record consumer's hooks see it."""
+
+    #: the decoded payload as a dict; None for a tombstone
+    payload: dict[str, Any] | None
+    #: the decoded key
+    key: Any
+    #: its index in the batch handed to ``consume_batch`` (what ``BatchError`` reports)
+    index: int
+    offset: int
+    #: the key columns' values (:meth:`RecordConsumer.record_key`)
+    key_values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tombstone(self) -> bool:
+        return self.payload is None
+
+
+@dataclass
+class FailedMessage:
+    """A message the row-by-row fallback could not write."""
+
+    index: int
+    offset: int
+    key: Any
+    error: BaseException
+
+
+class RecordConsumer(BatchConsumer):
+    """Consume a topic into the table of :attr:`model` (a mapped class or a ``Table``)."""
+
+    model: ClassVar[Any]
+    #: batch mode (bulk upserts); False: the per-message hooks, a transaction per message
+    bulk_import: ClassVar[bool] = True
+    #: keep only the last message per key of a batch
+    compacted: ClassVar[bool] = True
+    #: the columns identifying a row (default: the primary key); they need a unique index
+    key_columns: ClassVar[Sequence[str] | None] = None
+    #: the columns written (default: every column); key columns are always written
+    columns: ClassVar[Sequence[str] | None] = None
+    #: rows per upsert statement (default: the whole slice)
+    max_db_batch_size: ClassVar[int | None] = None
+    #: retries of a transaction that hit a deadlock or lock timeout
+    deadlock_retries: ClassVar[int] = 3
+    deadlock_backoff: ClassVar[float] = 0.05
+    #: record applied offsets in ``deimos_inbox`` and skip redelivered ones
+    inbox: ClassVar[bool] = False
+    #: the consumer's name in ``deimos_inbox`` (default: group_id, else the class name)
+    inbox_name: ClassVar[str | None] = None
+    #: the database (default: ``db.url``)
+    database_url: ClassVar[str | None] = None
+
+    def __init__(self) -> None:
+        self.table = table_of(self.model)
+        self.key_cols = list(self.key_columns or primary_key_names(self.model))
+        cols = self.table.c
+        wanted = list(self.columns) if self.columns else [c.name for c in cols]
+        self.write_cols = list(dict.fromkeys([*self.key_cols, *wanted]))
+        self._converters: dict[str, Callable[[Any], Any]] = {
+            c.name: conv for c in cols if (conv := converter_for(c)) is not None}
+        self._key_casts: dict[str, Callable[[Any], Any]] = {}
+        for name in self.key_cols:
+            try:
+                py = cols[name].type.python_type
+            except NotImplementedError:
+                continue
+            if py is int:
+                self._key_casts[name] = lambda v: int(v) if isinstance(v, (str, bytes)) else v
+        self._has_created = "created_at" in cols and "created_at" not in self.key_cols
+        self._has_updated = "updated_at" in cols and "updated_at" not in self.key_cols
+        self._stmts: dict[tuple[str, frozenset[str]], Any] = {}
+        self._engine: sa.Engine | None = None
+        #: the messages the last batch's row-by-row fallback could not write
+        self.failures: list[FailedMessage] = []
+
+    # -- the database -----------------------------------------------------------------------
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            db: DbSettings = get_settings().section("db")
+            self._engine = get_engine(self.database_url or db.url, db.engine_options)
+        return self._engine
+
+    # -- hooks (both modes) -----------------------------------------------------------------
+
+    def record_key(self, key: Any, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The key columns' values of a message: from a schema key (a dict), a plain key (one
+        key column), else from the payload."""
+        if isinstance(key, Mapping):
+            values = {c: key.get(c) for c in self.key_cols}
+        elif key is not None and len(self.key_cols) == 1 and not (
+                isinstance(key, bytes) and payload is not None):
+            if isinstance(key, bytes):
+                key = key.decode()
+            values = {self.key_cols[0]: key}
+        elif payload is not None:
+            values = {c: payload.get(c) for c in self.key_cols}
+        else:
+            values = {}
+        for name, cast in self._key_casts.items():
+            if name in values:
+                values[name] = cast(values[name])
+        return self._convert(values)
+
+    def record_attributes(self, payload: Mapping[str, Any], key: Any) -> dict[str, Any]:
+        """Column values of a row from a payload: the schema fields that are also written
+        columns, converted for the column (epoch millis or ISO text to ``datetime`` ...)."""
+        values = {c: payload[c] for c in self.write_cols if c in payload}
+        return self._convert(values)
+
+    def _convert(self, values: dict[str, Any]) -> dict[str, Any]:
+        conv = self._converters
+        for name, v in values.items():
+            fn = conv.get(name)
+            if fn is not None and v is not None:
+                values[name] = fn(v)
+        return values
+
+    # -- hooks (batch mode) -----------------------------------------------------------------
+
+    def should_consume(self, message: RecordMessage) -> bool:
+        """False drops the message (it counts as handled)."""
+        return True
+
+    def pre_process(self, messages: list[RecordMessage]) -> list[RecordMessage]:
+        """Rewrite, add or drop messages before they are written (after ``should_consume``)."""
+        return messages
+
+    def post_process_batch(self, conn: sa.Connection, upserted: list[RecordMessage],
+                           deleted: list[RecordMessage]) -> None:
+        """Called in the batch's transaction after its writes (e.g. for dependent tables);
+        raising rolls the batch back."""
+
+    # -- hooks (per-message mode) -----------------------------------------------------------
+
+    def process_message(self, payload: Any, key: Any) -> bool:
+        """False skips the message (Ruby Deimos's ``process_message?``)."""
+        return True
+
+    def fetch_record(self, session: Session, payload: Mapping[str, Any], key: Any) -> Any:
+        """The existing row for a message, or None to create one."""
+        kv = self.record_key(key, payload)
+        if set(kv) == set(primary_key_names(self.model)) and not isinstance(
+                self.model, sa.Table):
+            return session.get(self.model, tuple(kv[c] for c in primary_key_names(self.model)))
+        attrs = column_attrs(self.model)
+        return session.scalars(sa.select(self.model).filter_by(
+            **{attrs.get(k, k): v for k, v in kv.items()})).first()
+
+    def assign_key(self, record: Any, payload: Mapping[str, Any], key: Any) -> None:
+        """Set the key columns of a new row."""
+        attrs = column_attrs(self.model)
+        for col, value in self.record_key(key, payload).items():
+            setattr(record, attrs.get(col, col), value)
+
+    def delete_record(self, session: Session, key: Any) -> None:
+        """Delete the row of a tombstone's key."""
+        kv = self.record_key(key, None)
+        session.execute(self.table.delete().where(
+            *[self.table.c[c] == v for c, v in kv.items()]))
+
+    def save_record(self, session: Session, record: Any) -> None:
+        session.add(record)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def consume_batch(self, payloads: list[Any], metadata: BatchMetadata) -> None:
+        keys = metadata.keys
+        offsets = metadata.offsets
+        messages = []
+        for i, p in enumerate(payloads):
+            payload = None if p is None else _to_dict(p)
+            messages.append(RecordMessage(payload, keys[i], i, offsets[i]))
+        self.failures = []
+        if self.bulk_import:
+            self._consume_bulk(messages, metadata)
+        else:
+            self._consume_each(messages, metadata)
+
+    def _retrying(self, fn: Callable[[], Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if attempt >= self.deadlock_retries or not is_retryable(exc):
+                    raise
+                attempt += 1
+                delay = self.deadlock_backoff * 2 ** (attempt - 1)
+                log.warning("%s: %s; retrying the transaction in %.2fs (attempt %d of %d)",
+                            type(self).__name__, describe(exc), delay, attempt,
+                            self.deadlock_retries)
+                time.sleep(delay)
+
+    # -- per message ------------------------------------------------------------------------
+
+    def _consume_each(self, messages: list[RecordMessage], md: BatchMetadata) -> None:
+        attrs_of = column_attrs(self.model) if not isinstance(self.model, sa.Table) else {}
+        for m in messages:
+            def apply(m: RecordMessage = m) -> None:
+                with Session(self.engine) as session, session.begin():
+                    if self.inbox and self._applied(session.connection(), md, [m.offset]):
+                        return
+                    if m.payload is None:
+                        self.delete_record(session, m.key)
+                    elif self.process_message(m.payload, m.key):
+                        record = self.fetch_record(session, m.payload, m.key)
+                        if record is None:
+                            record = self.model()
+                            self.assign_key(record, m.payload, m.key)
+                        for col, value in self.record_attributes(m.payload, m.key).items():
+                            setattr(record, attrs_of.get(col, col), value)
+                        self.save_record(session, record)
+                        session.flush()
+                    if self.inbox:
+                        self._record_inbox(session.connection(), md, [m.offset])
+            try:
+                self._retrying(apply)
+            except Exception as exc:
+                self._report([FailedMessage(m.index, m.offset, m.key, exc)], md)
+                raise BatchError(m.index, exc) from exc
+
+    # -- batch ------------------------------------------------------------------------------
+
+    def _consume_bulk(self, messages: list[RecordMessage], md: BatchMetadata) -> None:
+        kept = [m for m in messages if self.should_consume(m)]
+        kept = self.pre_process(kept)
+        for m in kept:
+            m.key_values = self.record_key(m.key, m.payload)
+        slices = self._slices(kept)
+        offsets = [m.offset for m in messages]
+
+        def bulk() -> None:
+            with self.engine.begin() as conn:
+                skip = self._applied(conn, md, offsets) if self.inbox else set()
+                upserted: list[RecordMessage] = []
+                deleted: list[RecordMessage] = []
+                for s in slices:
+                    s = [m for m in s if m.offset not in skip] if skip else s
+                    ups = [m for m in s if m.payload is not None]
+                    dels = [m for m in s if m.payload is None]
+                    self._upsert(conn, ups)
+                    self._delete(conn, dels)
+                    upserted += ups
+                    deleted += dels
+                if self.inbox:
+                    self._record_inbox(conn, md, [o for o in offsets if o not in skip])
+                self.post_process_batch(conn, upserted, deleted)
+
+        try:
+            self._retrying(bulk)
+            return
+        except Exception as exc:
+            if len(kept) <= 1:
+                index = kept[0].index if kept else 0
+                if kept:
+                    self._report([FailedMessage(index, kept[0].offset, kept[0].key, exc)], md)
+                raise BatchError(index, exc) from exc
+            log.warning("%s: bulk write of %d message(s) from %s[%d] failed (%s); writing "
+                        "them row by row", type(self).__name__, len(kept), md.topic,
+                        md.partition, describe(exc))
+        failures = self._retrying(lambda: self._row_by_row(slices, md, offsets))
+        if failures:
+            self._report(failures, md)
+            first = failures[0]
+            raise BatchError(first.index, first.error)
+
+    def _row_by_row(self, slices: list[list[RecordMessage]], md: BatchMetadata,
+                    offsets: list[int]) -> list[FailedMessage]:
+        failures: list[FailedMessage] = []
+        with self.engine.begin() as conn:
+            skip = self._applied(conn, md, offsets) if self.inbox else set()
+            upserted: list[RecordMessage] = []
+            deleted: list[RecordMessage] = []
+            for s in slices:
+                for m in s:
+                    if m.offset in skip:
+                        continue
+                    savepoint = conn.begin_nested()
+                    try:
+                        if m.payload is None:
+                            self._delete(conn, [m])
+                        else:
+                            self._upsert(conn, [m])
+                        savepoint.commit()
+                    except Exception as exc:
+                        savepoint.rollback()
+                        failures.append(FailedMessage(m.index, m.offset, m.key, exc))
+                        continue
+                    (upserted if m.payload is not None else deleted).append(m)
+            if self.inbox:
+                bad = {f.offset for f in failures}
+                self._record_inbox(conn, md, [o for o in offsets
+                                              if o not in skip and o not in bad])
+            self.post_process_batch(conn, upserted, deleted)
+        failures.sort(key=lambda f: f.index)
+        return failures
+
+    def _report(self, failures: list[FailedMessage], md: BatchMetadata) -> None:
+        self.failures = failures
+        for f in failures:
+            log.error("%s: message %s[%d]@%d (key %r) could not be written: %s",
+                      type(self).__name__, md.topic, md.partition, f.offset, f.key,
+                      describe(f.error))
+
+    def _slices(self, messages: list[RecordMessage]) -> list[list[RecordMessage]]:
+        def ident(m: RecordMessage) -> Any:
+            return tuple(m.key_values.get(c) for c in self.key_cols)
+
+        if self.compacted:
+            last: dict[Any, RecordMessage] = {}
+            for m in messages:
+                k = ident(m)
+                last.pop(k, None)  # re-insert: the survivor keeps its own position
+                last[k] = m
+            return [list(last.values())] if last else []
+        slices: list[list[RecordMessage]] = []
+        seen: dict[Any, int] = {}
+        for m in messages:
+            k = ident(m)
+            n = seen.get(k, 0)
+            seen[k] = n + 1
+            if n == len(slices):
+                slices.append([])
+            slices[n].append(m)
+        return slices
+
+    # -- statements -------------------------------------------------------------------------
+
+    def rows_for(self, messages: list[RecordMessage]) -> list[dict[str, Any]]:
+        now = utcnow() if self._has_created or self._has_updated else None
+        rows = []
+        for m in messages:
+            assert m.payload is not None
+            row = self.record_attributes(m.payload, m.key)
+            row.update(m.key_values or self.record_key(m.key, m.payload))
+            if now is not None:
+                if self._has_updated and "updated_at" not in row:
+                    row["updated_at"] = now
+                if self._has_created and "created_at" not in row:
+                    row["created_at"] = now
+            rows.append(row)
+        return rows
+
+    def _upsert(self, conn: sa.Connection, messages: list[RecordMessage]) -> None:
+        if not messages:
+            return
+        groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for row in self.rows_for(messages):
+            groups.setdefault(frozenset(row), []).append(row)
+        step = self.max_db_batch_size or 1_000_000
+        for cols, rows in groups.items():
+            stmt = self.upsert_statement(conn.dialect.name, cols)
+            for start in range(0, len(rows), step):
+                conn.execute(stmt, rows[start:start + step])
+
+    def upsert_statement(self, dialect: str, cols: frozenset[str]) -> Any:
+        """The dialect's native upsert of rows with columns ``cols`` (cached)."""
+        cached = self._stmts.get((dialect, cols))
+        if cached is not None:
+            return cached
+        table = self.table
+        update = [c for c in table.c if c.name in cols and c.name not in self.key_cols
+                  and c.name != "created_at"]
+        stmt: Any
+        if dialect in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            stmt = mysql_insert(table)
+            set_ = {c.name: stmt.inserted[c.name] for c in update} or {
+                self.key_cols[0]: stmt.inserted[self.key_cols[0]]}
+            stmt = stmt.on_duplicate_key_update(set_)
+        else:
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            dialect_insert: Any
+            if dialect == "postgresql":
+                dialect_insert = postgresql.insert
+            elif dialect == "sqlite":
+                dialect_insert = sqlite.insert
+            else:
+                raise NotImplementedError(f"record consumers support PostgreSQL, SQLite, "
+                                          f"MySQL and MariaDB, not {dialect}")
+            stmt = dialect_insert(table)
+            if update:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[table.c[k] for k in self.key_cols],
+                    set_={c.name: stmt.excluded[c.name] for c in update})
+            else:
+                stmt = stmt.on_conflict_do_nothing(
+                    index_elements=[table.c[k] for k in self.key_cols])
+        self._stmts[(dialect, cols)] = stmt
+        return stmt
+
+    def _delete(self, conn: sa.Connection, messages: list[RecordMessage]) -> None:
+        if not messages:
+            return
+        t = self.table
+        keys = [tuple(m.key_values.get(c) for c in self.key_cols) for m in messages]
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start:start + 1000]
+            if len(self.key_cols) == 1:
+                cond = t.c[self.key_cols[0]].in_([k[0] for k in chunk])
+            else:
+                cond = sa.tuple_(*[t.c[c] for c in self.key_cols]).in_(chunk)
+            conn.execute(t.delete().where(cond))
+
+    # -- inbox ------------------------------------------------------------------------------
+
+    @property
+    def inbox_consumer(self) -> str:
+        return self.inbox_name or self.group_id or type(self).__name__
+
+    def _applied(self, conn: sa.Connection, md: BatchMetadata, offsets: list[int]) -> set[int]:
+        if not offsets:
+            return set()
+        rows = conn.execute(sa.select(_I.offset).where(
+            _I.consumer == self.inbox_consumer, _I.topic == md.topic,
+            _I.partition == md.partition, _I.offset.between(min(offsets), max(offsets))))
+        return {int(r[0]) for r in rows}
+
+    def _record_inbox(self, conn: sa.Connection, md: BatchMetadata,
+                      offsets: list[int]) -> None:
+        if offsets:
+            now = utcnow()
+            conn.execute(deimos_inbox.insert(), [
+                {"consumer": self.inbox_consumer, "topic": md.topic, "partition": md.partition,
+                 "offset": o, "consumed_at": now} for o in offsets])
+
+
+def prune_inbox(engine: sa.Engine, older_than: _dt.timedelta) -> int:
+    """Delete inbox rows older than ``older_than`` (keep longer than any redelivery window:
+    the topic's retention is safe); the number deleted."""
+    with engine.begin() as conn:
+        result = conn.execute(deimos_inbox.delete().where(
+            _I.consumed_at < utcnow() - older_than))
+        return int(result.rowcount or 0)
