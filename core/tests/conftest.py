@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,24 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeD
     yield make
     for module in created:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def uninstalled(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Hide the entry points of the named distributions, as if they were not installed
+    (every plugin of this repository is installed in its dev environment)."""
+    from importlib import metadata
+
+    import deimos.plugins
+
+    def hide(*distributions: str) -> None:
+        real = metadata.entry_points
+
+        def entry_points(**kwargs: Any) -> Any:
+            return [ep for ep in real(**kwargs)
+                    if ep.dist is None or ep.dist.name not in distributions]
+
+        monkeypatch.setattr(deimos.plugins.metadata, "entry_points", entry_points)
+        reset_registry(None)
+
+    return hide

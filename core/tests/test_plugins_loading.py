@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -130,7 +131,9 @@ UNKNOWN = re.compile(
 
 @pytest.mark.parametrize(("name", "extra"), [("proto_local", "protobuf"),
                                              ("json_local", "jsonschema")])
-def test_unknown_schema_backend_lists_installed_and_the_extra(name: str, extra: str) -> None:
+def test_unknown_schema_backend_lists_installed_and_the_extra(
+        name: str, extra: str, uninstalled: Callable[..., None]) -> None:
+    uninstalled(f"deimos-{extra}")
     with pytest.raises(UnknownPluginError) as info:
         PluginRegistry().get("schema_backend", name)
     match = UNKNOWN.match(str(info.value))
@@ -142,7 +145,9 @@ def test_unknown_schema_backend_lists_installed_and_the_extra(name: str, extra: 
     assert installed == sorted(installed)
 
 
-def test_unknown_name_from_configuration_fails_on_publish() -> None:
+def test_unknown_name_from_configuration_fails_on_publish(
+        uninstalled: Callable[..., None]) -> None:
+    uninstalled("deimos-protobuf")
     deimos.configure(schema={"backend": "proto_local"}, producers={"backend": "test"})
     producer = type("P", (deimos.Producer,), {"topic": "t"})
     with pytest.raises(UnknownPluginError, match=r"Unknown schema backend 'proto_local'"):

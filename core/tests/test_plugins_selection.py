@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -217,13 +217,14 @@ def test_tracing_fans_out_to_every_enabled_provider() -> None:
                          tracing={"providers": ["trace_1", "trace_2"]})
         _producer("traced").publish("x")
         for tracer in (t1, t2):
-            assert [s.name for s in tracer.spans] == ["traced publish"]
+            assert [s.name for s in tracer.spans] == ["send traced"]
         [message] = test_backend.messages()
         header_names = [name for name, _ in message.headers or []]
         assert header_names == ["deimos-trace-id"]  # both inject the same header name
 
 
-def test_unknown_metrics_provider_names_the_extra() -> None:
+def test_unknown_metrics_provider_names_the_extra(uninstalled: Callable[..., None]) -> None:
+    uninstalled("deimos-datadog")
     deimos.configure(metrics={"providers": ["datadog"]})
     with pytest.raises(UnknownPluginError) as info:
         get_runtime()
