@@ -107,11 +107,15 @@ def test_async_backend_reports_failures_to_callback_log_and_metric(kafka, caplog
                                 "config": {"message.timeout.ms": 1000}})
     mock_metrics().clear()
 
+    failures: list[Any] = []
+
     class P(deimos.Producer):
         topic = "unreachable"
 
-    failures: list[Any] = []
-    P._pipeline().context.on_error = lambda m, e: failures.append((m, e))
+        @classmethod
+        def delivery_failed(cls, message: Any, error: BaseException) -> None:
+            failures.append((message, error))
+
     P.publish_list(["a", "b"])  # returns at once
     wait_for(lambda: len(failures) == 2, timeout=20, what="delivery failures")
     assert mock_metrics().total("publish_error", topic="unreachable") == 2

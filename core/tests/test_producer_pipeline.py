@@ -225,3 +225,13 @@ def test_test_backend_keeps_messages_in_memory(deimos_reset):
     P.publish("v", key="k")
     [m] = test_backend.messages()
     assert (m.topic, m.key, m.encoded_key, m.encoded_payload) == ("t", "k", b"k", b"v")
+
+
+def test_changing_class_attributes_takes_effect_on_the_next_publish(recording):
+    class P(deimos.Producer):
+        topic = "first"
+
+    P.publish("a")
+    P.topic = "second"
+    P.publish("b")
+    assert [t for t, _, _ in recording.calls] == ["first", "second"]

@@ -121,6 +121,7 @@ class Pipeline:
         backend: str | None,
         max_batch_size: int | None,
         partition_key_fn: Any = None,
+        on_error: Any = None,
     ) -> None:
         settings = runtime.settings
         self.runtime = runtime
@@ -137,7 +138,8 @@ class Pipeline:
         self.fill_timestamp = "timestamp" in fields
         self.telemetry = runtime.telemetry
         self.tags = {"topic": self.topic}
-        self.context = ProduceContext(self.topic, name, settings, runtime.telemetry)
+        self.context = ProduceContext(self.topic, name, settings, runtime.telemetry,
+                                      on_error=on_error)
 
     def build(
         self,
@@ -270,7 +272,7 @@ class Producer:
     backend: ClassVar[str | None] = None
     max_batch_size: ClassVar[int | None] = None
 
-    _deimos_pipeline: ClassVar[tuple[Runtime, Pipeline]]
+    _deimos_pipeline: ClassVar[tuple[Runtime, tuple[Any, ...], Pipeline]]
 
     @classmethod
     def partition_key(cls, payload: Any) -> Any:
@@ -278,11 +280,21 @@ class Producer:
         return None
 
     @classmethod
+    def delivery_failed(cls, message: Message, error: BaseException) -> None:
+        """Called for each message an asynchronous backend could not deliver after
+        ``publish`` returned (already logged and counted as ``publish_error``). Override to
+        keep or re-route such messages."""
+
+    @classmethod
     def _pipeline(cls) -> Pipeline:
         runtime = get_runtime()
         entry = cls.__dict__.get("_deimos_pipeline")
-        if entry is None or entry[0] is not runtime:
+        # the class attributes are part of the key: assigning ``P.topic = ...`` takes effect
+        declared = (cls.topic, cls.schema, cls.namespace, repr(cls.key_config), cls.backend,
+                    cls.max_batch_size)
+        if entry is None or entry[0] is not runtime or entry[1] != declared:
             overridden = cls.partition_key.__func__ is not Producer.partition_key.__func__  # type: ignore[attr-defined]
+            on_error = cls.delivery_failed.__func__ is not Producer.delivery_failed.__func__  # type: ignore[attr-defined]
             pipeline = Pipeline(
                 runtime,
                 name=cls.__name__,
@@ -293,10 +305,11 @@ class Producer:
                 backend=cls.backend,
                 max_batch_size=cls.max_batch_size,
                 partition_key_fn=cls.partition_key if overridden else None,
+                on_error=cls.delivery_failed if on_error else None,
             )
-            cls._deimos_pipeline = (runtime, pipeline)
+            cls._deimos_pipeline = (runtime, declared, pipeline)
             return pipeline
-        return entry[1]
+        return entry[2]
 
     @classmethod
     def publish(
