@@ -32,7 +32,8 @@ def test_shipped_migrations_create_exactly_the_model_schema(deimos_database: str
         assert diff == []
         command.downgrade(cfg, "base")
         left = set(sa.inspect(engine).get_table_names())
-        assert not {"kafka_messages", "kafka_topic_info"} & left
+        assert not {"kafka_messages", "kafka_topic_info", "deimos_poll_info",
+                    "deimos_inbox"} & left
     finally:
         engine.dispose()
 
@@ -55,8 +56,8 @@ def test_deimos_db_init_creates_the_tables(deimos_database: str, deimos_reset: N
     result = CliRunner().invoke(cli, ["--config", str(config), "db", "init"])
     assert result.exit_code == 0, result.output
     engine = sa.create_engine(deimos_database)
-    assert {"kafka_messages", "kafka_topic_info", "kafka_dead_letters"} <= set(
-        sa.inspect(engine).get_table_names())
+    assert {"kafka_messages", "kafka_topic_info", "kafka_dead_letters", "deimos_poll_info",
+            "deimos_inbox"} <= set(sa.inspect(engine).get_table_names())
     engine.dispose()
     dispose_engines()
 
@@ -103,3 +104,15 @@ def test_the_documented_example_runs(deimos_kafka: str, deimos_reset: None) -> N
                                            "DEIMOS_TEST_BOOTSTRAP_SERVERS": deimos_kafka})
     assert out.returncode == 0, out.stderr
     assert "sent 1 message(s)" in out.stdout and "value=b'teapot'" in out.stdout
+
+
+def test_deimos_db_poller_runs_only_configured_pollers(deimos_reset: None,
+                                                      tmp_path: Path) -> None:
+    _add_plugin_commands()
+    config = tmp_path / "deimos.toml"
+    config.write_text(f'[db]\nurl = "sqlite:///{tmp_path / "p.sqlite"}"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "db-poller", "nope"])
+    assert result.exit_code != 0
+    assert "no DB poller named nope" in str(result.exception)
+    help_text = CliRunner().invoke(cli, ["db-poller", "--help"]).output
+    assert "[[db.pollers]]" in help_text

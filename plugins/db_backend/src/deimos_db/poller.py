@@ -58,6 +58,8 @@ log = logging.getLogger("deimos_db.poller")
 
 _P = deimos_poll_info.c
 EPOCH = _dt.datetime(1970, 1, 1)
+#: before any row's timestamp, so ``ts > it`` holds for every row (full_table)
+_BEFORE_EVERYTHING = _dt.datetime(1900, 1, 1)
 _TOO_LARGE_NAMES = tuple(KafkaError(c).name() for c in FATAL_CODES)
 
 
@@ -214,7 +216,7 @@ class DbPoller:
         cfg = self.config
         info = self.poll_info()
         if cfg.full_table:
-            time_from, min_id = EPOCH, -(2 ** 62)
+            time_from, min_id = _BEFORE_EVERYTHING, 0
         else:
             time_from, min_id = self._naive(info.last_sent), int(info.last_sent_id)
         time_to = utcnow() - _dt.timedelta(seconds=cfg.delay_time)
