@@ -252,3 +252,44 @@ def test_the_inbox_applies_a_redelivered_message_once(db):
         assert s.get(Counter, 1).n == 12  # type: ignore[union-attr]
         inbox = s.execute(sa.text("SELECT COUNT(*) FROM deimos_inbox")).scalar()
     assert inbox == 12 and len(rows(db)) == 12
+
+
+@pytest.mark.kafka
+def test_through_the_broker_the_poisoned_record_is_dead_lettered_and_999_written(
+        deimos_database: str, deimos_reset: None, deimos_kafka: str, deimos_topic: Any):
+    """The broker loop's path: offsets, seek-and-retry of the failed message, on_error."""
+    import threading
+    import uuid
+
+    from deimos.consumer import ConsumerLoop, resolve_settings
+    from deimos.testing.broker import GROUP_TIMEOUTS
+    from deimos_db_helpers import read_topic, wait_for
+
+    topic, dlq = deimos_topic(), deimos_topic()
+    deimos.configure(kafka={"bootstrap_servers": deimos_kafka}, producers={"backend": "kafka"},
+                     schema={"backend": "mock"}, db={"url": deimos_database})
+    engine = get_engine(deimos_database)
+    create_tables(engine)
+    Base.metadata.create_all(engine)
+
+    class Source(deimos.Producer):
+        key_config = "plain"
+
+    Source.topic = topic
+    payloads, keys = _thousand(poison_at=437)
+    Source.publish_list(payloads, keys=keys)
+    cs = resolve_settings(Widgets, topics=[topic], group_id=f"g-{uuid.uuid4().hex[:8]}",
+                          on_error="dead_letter", dead_letter_topic=dlq, max_batch_size=1000,
+                          retry={"attempts": 2, "backoff": 0.05}, config=GROUP_TIMEOUTS)
+    loop = ConsumerLoop(Widgets, cs)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        dead = read_topic(deimos_kafka, dlq, 1, timeout=60)
+        wait_for(lambda: len(rows(engine)) == 999, what="999 rows")
+    finally:
+        loop.stop()
+        thread.join(30)
+    assert [m.key() for m in dead] == [b"437"]
+    assert 437 not in rows(engine)
+    dispose_engines()
