@@ -116,3 +116,17 @@ def test_deimos_db_poller_runs_only_configured_pollers(deimos_reset: None,
     assert "no DB poller named nope" in str(result.exception)
     help_text = CliRunner().invoke(cli, ["db-poller", "--help"]).output
     assert "[[db.pollers]]" in help_text
+
+
+def test_the_records_example_runs() -> None:
+    import os
+    import subprocess
+    import sys
+
+    example = Path(__file__).parents[1] / "examples" / "records_example.py"
+    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "outbox after the producer demo: 1", "poller published: 1",
+        "poller published on its next run: 0", "prices: [(1, 12.5)]"]
