@@ -82,7 +82,6 @@ DESCRIPTIONS: dict[str, str] = {
     "ConsumerSettings.retry": "see `consumers[].retry` below",
     "ConsumerSettings.dead_letter_topic": "topic failed messages go to with "
                                           "`on_error = \"dead_letter\"`",
-    "ConsumerSettings.reraise_errors": "stop the consumer on an error it does not handle",
     "ConsumerSettings.use_schema_classes": "hand generated schema classes to the handler "
                                            "(default `schema.use_schema_classes`)",
     "ConsumerSettings.disabled": "do not start this consumer",

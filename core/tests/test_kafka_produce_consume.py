@@ -358,3 +358,31 @@ def test_consumer_span_continues_the_producer_trace_and_failures_mark_it(kafka, 
     assert mock_metrics().total("handler", topic=topic, status="error") == 1
     assert mock_metrics().total("handler", topic=topic, status="success") == 1
     assert mock_metrics().total("handler", topic=topic, status="received") == 2
+
+
+def test_fatal_error_stops_the_consumer_whatever_the_policy_after_committing_what_succeeded(
+        kafka, deimos_topic):
+    topic, dlq = deimos_topic(), deimos_topic()
+
+    class P(deimos.Producer):
+        pass
+
+    P.topic = topic
+    P.publish_list(["a", "bad", "fatal", "d"], sync=True)
+
+    class C(Consumer):
+        def consume(self, payload: Any, metadata: Any) -> None:
+            if payload in ("bad", "fatal"):
+                raise ValueError(payload)
+
+        def fatal_error(self, exc: BaseException, payload: Any, metadata: Any) -> bool:
+            return str(exc) == "fatal"
+
+    C.topic = topic
+    settings = group_settings(C, on_error="dead_letter", dead_letter_topic=dlq,
+                              retry={"attempts": 3, "backoff": 0.05})
+    loop = LoopThread(C, settings).start()
+    loop.thread.join(60)
+    assert isinstance(loop.error, ValueError) and str(loop.error) == "fatal"
+    assert committed(kafka, settings.group_id, topic) == 2  # "a" handled, "bad" dead-lettered
+    assert [m.value() for m in read_all(kafka, dlq, 1)] == [b"bad"]

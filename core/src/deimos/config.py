@@ -229,7 +229,6 @@ class ConsumerSettings(Section):
     on_error: Literal["raise", "retry", "dead_letter", "skip"] = "raise"
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter_topic: str | None = None
-    reraise_errors: bool = True
     use_schema_classes: bool | None = None
     disabled: bool = False
     config: PassThrough = Field(default_factory=dict, description="librdkafka consumer props")

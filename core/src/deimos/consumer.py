@@ -175,6 +175,17 @@ class BatchError(DeimosError):
         super().__init__(f"message {index} of the batch failed: {cause}")
 
 
+class StopConsumer(Exception):
+    """Raised by :meth:`MessageProcessor.process` when the consumer must stop (``on_error``
+    ``raise`` or a fatal error): the first ``handled`` messages of the group succeeded and
+    their offsets may be committed; ``error`` is what stopped it."""
+
+    def __init__(self, handled: int, error: BaseException) -> None:
+        self.handled = handled
+        self.error = error
+        super().__init__(str(error))
+
+
 class _Base:
     #: consumer settings may be given as class attributes of the same names
     topic: ClassVar[str | None] = None
@@ -185,8 +196,9 @@ class _Base:
     key_config: ClassVar[Any] = None
 
     def fatal_error(self, exc: BaseException, payload: Any, metadata: Any) -> bool:
-        """Return True to treat ``exc`` as not worth retrying: the message is skipped
-        (logged and counted), as Ruby Deimos's ``fatal_error`` does."""
+        """Return True when ``exc`` must stop the consumer whatever ``on_error`` says (no
+        retries, no dead letter, no skip), as Ruby Deimos's ``fatal_error?`` re-raises: the
+        runner restarts the consumer from the last committed offset."""
         return False
 
 
@@ -367,11 +379,6 @@ class MessageProcessor:
                 metadata: Any = None) -> None:
         """Apply ``on_error`` to a message whose retries are used up (or undecodable)."""
         tags = self.tagset(msg.topic(), msg.partition())["base"]
-        if metadata is not None and self.handler.fatal_error(exc, payload, metadata):
-            log.warning("fatal error on %s[%s]@%s treated as skip: %r", msg.topic(),
-                        msg.partition(), msg.offset(), exc)
-            self.telemetry.increment("skipped", 1, tags)
-            return
         policy = self.settings.on_error
         if policy == "dead_letter":
             self.dead_letter_sender(msg, exc, attempts)
@@ -438,37 +445,44 @@ class MessageProcessor:
                                        topic, partition, tags)
         n = len(msgs)
         tel.increment("handler", n, tags["received"])
-        ok = 0
-        failed = 0
-        while ok < n:
-            stop = n
-            if decode_errors:
-                bad = [i for i in decode_errors if i >= ok]
-                if bad and min(bad) == ok:
-                    self.give_up(msgs[ok], decode_errors[ok], 1)
-                    failed += 1
-                    ok += 1
+        ok = 0  # messages before this index are done (handled or given up)
+        succeeded = 0
+        try:
+            while ok < n:
+                end = n
+                if decode_errors:
+                    bad = [i for i in decode_errors if i >= ok]
+                    if bad and min(bad) == ok:
+                        try:
+                            self.give_up(msgs[ok], decode_errors[ok], 1)
+                        except Exception as raised:
+                            raise StopConsumer(ok, raised) from raised
+                        ok += 1
+                        continue
+                    end = min(bad) if bad else n
+                i, exc = self._run_messages(msgs, payloads, keys, ok, end, topic, partition,
+                                            tags)
+                succeeded += i - ok
+                if exc is None:
+                    ok = end
                     continue
-                stop = min(bad) if bad else n
-            i, exc = self._run_messages(msgs, payloads, keys, ok, stop, topic, partition, tags)
-            if exc is None:
-                ok = stop
-                continue
-            tel.increment("handler", 1, tags["error"])
-            m = msgs[i]
-            md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
-            attempt = attempt_of(m.offset())
-            if attempt < self.settings.retry.attempts and not self.handler.fatal_error(
-                    exc, payloads[i], md):
-                if i - failed:
-                    tel.increment("handler", i - failed, tags["success"])
-                return i, exc, m.offset()
-            self.give_up(m, exc, attempt, payloads[i], md)
-            failed += 1
-            ok = i + 1
-        if n - failed:
-            tel.increment("handler", n - failed, tags["success"])
-        return n, None, None
+                tel.increment("handler", 1, tags["error"])
+                m = msgs[i]
+                md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
+                if self.handler.fatal_error(exc, payloads[i], md):
+                    raise StopConsumer(i, exc)
+                attempt = attempt_of(m.offset())
+                if attempt < self.settings.retry.attempts:
+                    return i, exc, m.offset()
+                try:
+                    self.give_up(m, exc, attempt, payloads[i], md)
+                except Exception as raised:
+                    raise StopConsumer(i, raised) from raised
+                ok = i + 1
+            return n, None, None
+        finally:
+            if succeeded:
+                tel.increment("handler", succeeded, tags["success"])
 
     def _run_messages(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
                       start: int, stop: int, topic: str, partition: int,
@@ -510,21 +524,27 @@ class MessageProcessor:
         if decode_errors:
             # hand the decodable runs to the handler and give up on the bad ones, in order
             done = 0
-            for bad in sorted(decode_errors):
-                if bad > done:
+            try:
+                for bad in sorted(decode_errors):
+                    if bad > done:
+                        handled, err, off = self._process_batch(
+                            msgs[done:bad], payloads[done:bad],
+                            None if keys is None else keys[done:bad], {}, attempt_of, topic,
+                            partition, tags)
+                        if err is not None:
+                            return done + handled, err, off
+                    try:
+                        self.give_up(msgs[bad], decode_errors[bad], 1)
+                    except Exception as stop:
+                        raise StopConsumer(bad - done, stop) from stop
+                    done = bad + 1
+                if done < len(msgs):
                     handled, err, off = self._process_batch(
-                        msgs[done:bad], payloads[done:bad],
-                        None if keys is None else keys[done:bad], {}, attempt_of, topic,
-                        partition, tags)
-                    if err is not None:
-                        return done + handled, err, off
-                self.give_up(msgs[bad], decode_errors[bad], 1)
-                done = bad + 1
-            if done < len(msgs):
-                handled, err, off = self._process_batch(
-                    msgs[done:], payloads[done:], None if keys is None else keys[done:], {},
-                    attempt_of, topic, partition, tags)
-                return done + handled, err, off
+                        msgs[done:], payloads[done:], None if keys is None else keys[done:],
+                        {}, attempt_of, topic, partition, tags)
+                    return done + handled, err, off
+            except StopConsumer as stop:
+                raise StopConsumer(done + stop.handled, stop.error) from stop.error
             return len(msgs), None, None
         n = len(msgs)
         md = BatchMetadata(msgs, keys, topic, partition)
@@ -547,9 +567,10 @@ class MessageProcessor:
                 exc.cause, BaseException) else exc
             index = min(max(index, 0), n - 1)
             failed = msgs[index]
+            if self.handler.fatal_error(cause, payloads[index], md.slice(index)):
+                raise StopConsumer(index, cause) from cause
             attempt = attempt_of(failed.offset())
-            if attempt < self.settings.retry.attempts and not self.handler.fatal_error(
-                    cause, payloads[index], md.slice(index)):
+            if attempt < self.settings.retry.attempts:
                 return index, cause, failed.offset()
             # retries used up: find the bad message(s) one at a time so the rest get through
             for j in range(index, n):
@@ -559,7 +580,12 @@ class MessageProcessor:
                 except Exception as one_exc:
                     c = one_exc.cause if isinstance(one_exc, BatchError) and isinstance(
                         one_exc.cause, BaseException) else one_exc
-                    self.give_up(msgs[j], c, attempt, payloads[j], one)
+                    if self.handler.fatal_error(c, payloads[j], one):
+                        raise StopConsumer(j, c) from c
+                    try:
+                        self.give_up(msgs[j], c, attempt, payloads[j], one)
+                    except Exception as stop:
+                        raise StopConsumer(j, stop) from stop
             return n, None, None
         if tel.metrics_enabled:
             tel.timing("handler", time.perf_counter() - start,
@@ -733,8 +759,14 @@ class ConsumerLoop:
 
             try:
                 handled, error, failed_offset = self.processor.process(group, attempt_of)
+            except StopConsumer as stop:
+                # on_error=raise or a fatal error: keep what succeeded before it, then stop
+                if stop.handled:
+                    last = group[stop.handled - 1].offset()
+                    consumer.store_offsets(offsets=[TopicPartition(topic, partition, last + 1)])
+                self._commit(consumer)
+                raise stop.error from None
             except BaseException:
-                # on_error=raise: keep what succeeded before the failure, then stop
                 self._commit(consumer)
                 raise
             if handled:

@@ -28,7 +28,7 @@ from confluent_kafka import Message as KafkaMessage
 from deimos import config as _config
 from deimos.backends import test as _test_backend
 from deimos.config import ConsumerSettings
-from deimos.consumer import MessageProcessor, _Base, resolve_settings
+from deimos.consumer import MessageProcessor, StopConsumer, _Base, resolve_settings
 from deimos.errors import SchemaValidationError
 from deimos.message import Message
 from deimos.runtime import Runtime, get_runtime
@@ -216,8 +216,11 @@ def _run(processor: MessageProcessor, msgs: list[Any]) -> None:
     handed to the handler again until ``retry.attempts``, then ``on_error`` decides."""
     attempts: dict[int, int] = {}
     while msgs:
-        handled, error, failed_offset = processor.process(
-            msgs, lambda off: attempts.get(off, 0) + 1)
+        try:
+            handled, error, failed_offset = processor.process(
+                msgs, lambda off: attempts.get(off, 0) + 1)
+        except StopConsumer as stop:
+            raise stop.error from None
         if error is None or failed_offset is None:
             return
         attempts[failed_offset] = attempts.get(failed_offset, 0) + 1
