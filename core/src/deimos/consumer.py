@@ -647,6 +647,9 @@ def consumer_config(settings: Settings, cs: ConsumerSettings) -> dict[str, Any]:
         "auto.offset.reset": "earliest" if cs.start_from_beginning else "latest",
         "session.timeout.ms": cs.session_timeout_ms,
         "heartbeat.interval.ms": max(100, min(3000, cs.session_timeout_ms // 6)),
+        # librdkafka waits 1000 ms before fetching again once its prefetch queue was full; a
+        # consumer that drains the queue faster than that would sit idle for the rest
+        "fetch.queue.backoff.ms": 50,
         "logger": logging.getLogger("deimos.librdkafka"),
     })
     conf.update(cs.config)
