@@ -35,14 +35,26 @@ def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
 
 
 @cli.command()
-@click.option("--messages", "-n", default=10_000, show_default=True,
-              help="how many messages the workload produces")
+@click.option("--messages", "-n", default=None, type=int,
+              help="widget changes in the workload [default: 100000; 10000 without the "
+                   "demo service]")
+@click.option("--keep-running", is_flag=True, help="stay up after the summary (Ctrl-C stops)")
 @click.option("--log-level", default="warning", show_default=True)
 @click.pass_context
-def demo(ctx: click.Context, messages: int, log_level: str) -> None:
-    """Run the demo service end to end (embedded broker unless one is configured)."""
-    from deimos.demo import run_demo
+def demo(ctx: click.Context, messages: int | None, keep_running: bool, log_level: str) -> None:
+    """Run the demo service end to end (embedded broker, SQLite and mock:// registry unless
+    configured)."""
+    import importlib.util
 
     _logging(log_level)
-    code = run_demo(messages=messages, file=(ctx.find_root().obj or {}).get("config_file"))
-    sys.exit(code)
+    file = (ctx.find_root().obj or {}).get("config_file")
+    if importlib.util.find_spec("deimos_demo") is not None:
+        from deimos_demo.run import run_demo as run_service
+
+        sys.exit(run_service(messages=messages or 100_000, file=file,
+                             keep_running=keep_running))
+    from deimos.demo import run_demo
+
+    click.echo("The demo service (deimos-demo, in this repository's examples/) is not "
+               "installed: running the core produce/consume demo.")
+    sys.exit(run_demo(messages=messages or 10_000, file=file))

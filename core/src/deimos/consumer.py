@@ -278,6 +278,9 @@ class MessageProcessor:
         self.telemetry = runtime.telemetry
         self._schemas: dict[str, SchemaBackend] = {}
         self._tagsets: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
+        #: messages given up on by this processor (also counted in telemetry)
+        self.dead_lettered = 0
+        self.skipped = 0
         kc = settings.key_config
         self.key_config = kc if kc is not None else KeyConfig(kind="none")
         self.group = settings.group_id or ""
@@ -382,12 +385,14 @@ class MessageProcessor:
         policy = self.settings.on_error
         if policy == "dead_letter":
             self.dead_letter_sender(msg, exc, attempts)
+            self.dead_lettered += 1
             self.telemetry.increment("dead_lettered", 1, tags)
             log.error("message %s[%s]@%s sent to dead-letter topic %s after %d attempt(s): %r",
                       msg.topic(), msg.partition(), msg.offset(), self.settings.dead_letter_topic,
                       attempts, exc)
             return
         if policy == "skip":
+            self.skipped += 1
             self.telemetry.increment("skipped", 1, tags)
             log.error("message %s[%s]@%s skipped after %d attempt(s): %r", msg.topic(),
                       msg.partition(), msg.offset(), attempts, exc)

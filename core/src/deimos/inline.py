@@ -8,6 +8,7 @@ every partition is read (Ruby Deimos read only partition 0) and only the tail is
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
+        "logger": logging.getLogger("deimos.librdkafka"),
     })
     return conf
 

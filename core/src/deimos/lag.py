@@ -52,7 +52,8 @@ def _client(settings: Settings, group: str) -> KafkaConsumer:
     conf = settings.kafka.client_config()
     conf.setdefault("bootstrap.servers", "localhost:9092")
     conf.update({"group.id": group, "enable.auto.commit": False,
-                 "enable.auto.offset.store": False})
+                 "enable.auto.offset.store": False,
+                 "logger": logging.getLogger("deimos.librdkafka")})
     return KafkaConsumer(conf)
 
 

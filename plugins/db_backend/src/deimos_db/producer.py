@@ -134,7 +134,8 @@ class KafkaSender:
 
     def __init__(self, conf: dict[str, Any]) -> None:
         self.conf = conf
-        self.producer = KafkaProducer(conf)
+        self.producer = KafkaProducer({**conf,
+                                       "logger": logging.getLogger("deimos.librdkafka")})
         self._partitions: dict[str, tuple[int, float]] = {}
 
     @classmethod

@@ -1,0 +1,1 @@
+"""The deimos demo service (``deimos demo``)."""

@@ -1,0 +1,40 @@
+"""``deimos demo`` (the README's first command) end to end, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _demo(env_extra: dict[str, str], messages: int = 2000) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **env_extra}
+    if os.environ.get("DEIMOS_TEST_BOOTSTRAP_SERVERS"):
+        env["DEIMOS_KAFKA__BOOTSTRAP_SERVERS"] = os.environ["DEIMOS_TEST_BOOTSTRAP_SERVERS"]
+    return subprocess.run([sys.executable, "-m", "deimos", "demo", "--messages", str(messages),
+                           "--log-level", "error"],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def _check(out: subprocess.CompletedProcess[str]) -> None:
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "read model matches source: yes" in out.stdout
+    assert "5 dead-lettered (expected 5)" in out.stdout
+    assert "final consumer lag (committed vs high watermark): 0" in out.stdout
+
+
+def test_demo_on_embedded_defaults_builds_a_read_model_equal_to_the_source():
+    out = _demo({})
+    _check(out)
+    assert "using SQLite" in out.stdout
+
+
+@pytest.mark.parametrize("deimos_database", ["postgresql"], indirect=True)
+def test_demo_runs_on_postgresql_with_one_setting(deimos_database):
+    out = _demo({"DEIMOS_DB__URL": deimos_database})
+    _check(out)
+    assert "postgresql" in out.stdout
