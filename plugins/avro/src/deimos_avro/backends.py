@@ -168,14 +168,20 @@ class AvroBackend:
 
     @hookimpl
     def deimos_schema_coerce(self, context: SchemaContext, payload: Any) -> Any:
-        # Called once per message: one dict lookup to the bound coerce of the value codec.
-        coerce = context.cache.get(_COERCE_KEY)
-        if coerce is None:
+        # Called once per message: one dict lookup, then the compiled "already right" check
+        # inline (no further call levels on the hot path); only a payload that fails it goes
+        # through the coercer.
+        check = context.cache.get(_COERCE_KEY)
+        if check is None:
             codec = _state(context).value()
             assert codec is not None
-            coerce = context.cache[_COERCE_KEY] = codec.coerce
+            check = context.cache[_COERCE_KEY] = codec.check
+        if payload is None or check(payload):
+            return payload
+        codec = _state(context).value()
+        assert codec is not None
         try:
-            return coerce(payload)
+            return codec.coercer.coerce(codec.parsed, payload, "")
         except CoercionError as exc:
             raise CoercionError(exc.errors, context.topic) from None
 
