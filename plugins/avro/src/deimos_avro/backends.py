@@ -26,9 +26,10 @@ from typing import Any, ClassVar
 
 from fastavro import json_reader, json_writer, schemaless_reader, schemaless_writer
 
-from deimos.errors import CoercionError, DecodeError, SchemaError, SchemaValidationError
+from deimos.errors import CoercionError, DecodeError, SchemaValidationError
 from deimos.hookspecs import hookimpl
 from deimos.schema.base import SchemaContext, SchemaField
+from deimos.schema.state import CodecState
 
 from . import registry, schemas
 from .coercion import Coercer, Validator, branch_checker, compile_checker
@@ -78,52 +79,26 @@ class Codec:
         return SchemaValidationError(errors, topic)
 
 
-class _State:
-    """Per-context codecs, built lazily (a consumer may never encode, a producer never
-    decode; a plain-key producer never needs a key schema)."""
-
-    def __init__(self, context: SchemaContext) -> None:
-        self.context = context
-        self._value: Codec | None = None
-        self._key: Codec | None = None
+class _State(CodecState[Codec]):
+    label = "Avro"
+    cache_key = _CACHE_KEY
 
     @property
     def root(self) -> str:
         return self.context.settings.schema.path
 
-    def value(self, required: bool = True) -> Codec | None:
-        if self._value is None:
-            name = self.context.full_name
-            if name is None:
-                if not required:
-                    return None
-                raise SchemaError(
-                    f"The Avro schema backend {self.context.backend!r} needs a schema for "
-                    f"topic {self.context.topic!r}; set `schema` on the producer/consumer")
-            self._value = Codec(schemas.load(self.root, name), "value")
-        return self._value
+    def value_codec(self, name: str) -> Codec:
+        return Codec(schemas.load(self.root, name), "value")
 
-    def key(self, required: bool = True) -> Codec | None:
-        if self._key is None:
-            kc = self.context.key_config
-            if kc.kind == "field":
-                value = self.value(required)
-                if value is None:
-                    return None
-                self._key = Codec(schemas.key_schema(value.schema, kc.field or ""), "key")
-            elif kc.kind == "schema":
-                name = kc.schema_name or ""
-                if "." not in name and self.context.namespace:
-                    name = f"{self.context.namespace}.{name}"
-                self._key = Codec(schemas.load(self.root, name), "key")
-        return self._key
+    def field_key_codec(self, value: Codec, field: str) -> Codec:
+        return Codec(schemas.key_schema(value.schema, field), "key")
+
+    def key_codec(self, name: str) -> Codec:
+        return Codec(schemas.load(self.root, name), "key")
 
 
 def _state(context: SchemaContext) -> _State:
-    st = context.cache.get(_CACHE_KEY)
-    if st is None:
-        st = context.cache[_CACHE_KEY] = _State(context)
-    return st
+    return _State.of(context)  # type: ignore[return-value]
 
 
 def _avro_settings(context: SchemaContext) -> AvroSettings:

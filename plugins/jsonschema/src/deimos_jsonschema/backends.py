@@ -25,10 +25,11 @@ from typing import Any, ClassVar
 
 from confluent_kafka.schema_registry import Schema
 
-from deimos.errors import CoercionError, DecodeError, SchemaError, SchemaValidationError
+from deimos.errors import CoercionError, DecodeError, SchemaValidationError
 from deimos.hookspecs import hookimpl
 from deimos.schema.base import SchemaContext, SchemaField
 from deimos.schema.registry import registry_client, registry_failure
+from deimos.schema.state import CodecState
 
 from . import schemas
 from .settings import JsonSchemaSettings
@@ -106,53 +107,30 @@ class Codec:
         return fill(value) if fill is not None else value
 
 
-class _State:
-    """Per-context codecs, built lazily."""
+class _State(CodecState[Codec]):
+    label = "JSON Schema"
+    cache_key = _CACHE_KEY
 
     def __init__(self, context: SchemaContext) -> None:
-        self.context = context
+        super().__init__(context)
         self.settings = _settings(context)
-        self._value: Codec | None = None
-        self._key: Codec | None = None
 
     def load(self, name: str) -> schemas.JsonSchema:
         return schemas.load(self.context.settings.schema.path, name,
                             self.settings.default_draft)
 
-    def value(self, required: bool = True) -> Codec | None:
-        if self._value is None:
-            name = self.context.full_name
-            if name is None:
-                if not required:
-                    return None
-                raise SchemaError(
-                    f"The JSON Schema backend {self.context.backend!r} needs a schema for "
-                    f"topic {self.context.topic!r}; set `schema` on the producer/consumer")
-            self._value = Codec(self.load(name), "value", self.settings.fill_defaults)
-        return self._value
+    def value_codec(self, name: str) -> Codec:
+        return Codec(self.load(name), "value", self.settings.fill_defaults)
 
-    def key(self, required: bool = True) -> Codec | None:
-        if self._key is None:
-            kc = self.context.key_config
-            if kc.kind == "field":
-                value = self.value(required)
-                if value is None:
-                    return None
-                self._key = Codec(schemas.key_schema(value.schema, kc.field or ""), "key",
-                                  False)
-            elif kc.kind == "schema":
-                name = kc.schema_name or ""
-                if "." not in name and self.context.namespace:
-                    name = f"{self.context.namespace}.{name}"
-                self._key = Codec(self.load(name), "key", False)
-        return self._key
+    def field_key_codec(self, value: Codec, field: str) -> Codec:
+        return Codec(schemas.key_schema(value.schema, field), "key", False)
+
+    def key_codec(self, name: str) -> Codec:
+        return Codec(self.load(name), "key", False)
 
 
 def _state(context: SchemaContext) -> _State:
-    st = context.cache.get(_CACHE_KEY)
-    if st is None:
-        st = context.cache[_CACHE_KEY] = _State(context)
-    return st
+    return _State.of(context)  # type: ignore[return-value]
 
 
 def _settings(context: SchemaContext) -> JsonSchemaSettings:

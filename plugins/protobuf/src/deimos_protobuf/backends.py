@@ -29,10 +29,11 @@ from google.protobuf.descriptor import Descriptor, FileDescriptor
 from google.protobuf.message import DecodeError as ProtoDecodeError
 from google.protobuf.message import EncodeError, Message
 
-from deimos.errors import CoercionError, DecodeError, SchemaError, SchemaValidationError
+from deimos.errors import CoercionError, DecodeError, SchemaValidationError
 from deimos.hookspecs import hookimpl
 from deimos.schema.base import SchemaContext, SchemaField
 from deimos.schema.registry import registry_client, registry_failure
+from deimos.schema.state import CodecState
 
 from . import schemas, wire
 from .convert import Converter, _plain, to_dict
@@ -83,55 +84,33 @@ class Codec:
             raise self.invalid(payloads, topic) from None
 
 
-class _State:
-    """Per-context codecs, built lazily (a consumer may never encode, a producer never
-    decode; a plain-key producer never needs a key message)."""
+class _State(CodecState[Codec]):
+    label = "Protobuf"
+    cache_key = _CACHE_KEY
+    needs = "a message type"
+    hint = "set `schema` (and `namespace`, the proto package) on the producer/consumer"
 
     def __init__(self, context: SchemaContext) -> None:
-        self.context = context
+        super().__init__(context)
         self.settings = _settings(context)
-        self._value: Codec | None = None
-        self._key: Codec | None = None
         #: consumers get dicts unless protobuf.decode_as = "message"
         self.as_dict = self.settings.decode_as == "dict"
 
     def find(self, name: str) -> Descriptor:
         return schemas.find(self.settings, self.context.settings.schema.path, name)
 
-    def value(self, required: bool = True) -> Codec | None:
-        if self._value is None:
-            name = self.context.full_name
-            if name is None:
-                if not required:
-                    return None
-                raise SchemaError(
-                    f"The Protobuf schema backend {self.context.backend!r} needs a message "
-                    f"type for topic {self.context.topic!r}; set `schema` (and `namespace`, "
-                    "the proto package) on the producer/consumer")
-            self._value = Codec(self.find(name), "value")
-        return self._value
+    def value_codec(self, name: str) -> Codec:
+        return Codec(self.find(name), "value")
 
-    def key(self, required: bool = True) -> Codec | None:
-        if self._key is None:
-            kc = self.context.key_config
-            if kc.kind == "field":
-                value = self.value(required)
-                if value is None:
-                    return None
-                self._key = Codec(schemas.key_descriptor(value.desc, kc.field or ""), "key")
-            elif kc.kind == "schema":
-                name = kc.schema_name or ""
-                if "." not in name and self.context.namespace:
-                    name = f"{self.context.namespace}.{name}"
-                self._key = Codec(self.find(name), "key")
-        return self._key
+    def field_key_codec(self, value: Codec, field: str) -> Codec:
+        return Codec(schemas.key_descriptor(value.desc, field), "key")
+
+    def key_codec(self, name: str) -> Codec:
+        return Codec(self.find(name), "key")
 
 
 def _state(context: SchemaContext) -> _State:
-    st = context.cache.get(_CACHE_KEY)
-    if st is None:
-        st = context.cache[_CACHE_KEY] = _State(context)
-    return st
+    return _State.of(context)  # type: ignore[return-value]
 
 
 def _settings(context: SchemaContext) -> ProtobufSettings:
