@@ -94,6 +94,14 @@ class Executor:
     def wait(self, timeout: float | None = None) -> bool:
         return self._stop.wait(timeout)
 
+    def __enter__(self) -> Executor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join(get_runtime().settings.runner.shutdown_timeout)
+
 
 class SignalHandler:
     """Stops an executor on SIGINT/SIGTERM (main thread only)."""
@@ -124,6 +132,8 @@ def consumer_factories(names: Sequence[str] | None = None) -> list[Callable[[], 
 
     runtime = get_runtime()
     factories: list[Callable[[], Runnable]] = []
+    if names is not None and not names:
+        return factories
     for cls, cs in consumer_settings_for(runtime, names):
         def make(cls: type = cls, cs: Any = cs) -> Runnable:
             return ConsumerLoop(cls, cs, get_runtime())
@@ -132,19 +142,15 @@ def consumer_factories(names: Sequence[str] | None = None) -> list[Callable[[], 
     return factories
 
 
-def run(consumers: Sequence[str] | None = None, *,
-        extra: Sequence[Callable[[], Runnable]] = (),
-        install_signals: bool = True,
-        until: threading.Event | None = None) -> bool:
-    """Run the configured consumers (or those named) plus ``extra`` runnables until a signal
-    (or ``until``) stops them. Returns True when everything stopped within the timeout."""
+def run_until_stopped(executor: Executor, *, install_signals: bool = True,
+                      until: threading.Event | None = None) -> bool:
+    """Start ``executor`` and block until SIGINT/SIGTERM (or ``until``); then stop it within
+    ``runner.shutdown_timeout`` and flush producers in what is left of it.
+
+    :returns: True when every runnable stopped and every message was delivered in time.
+    """
     runtime = get_runtime()
-    settings = runtime.settings
-    factories = consumer_factories(consumers) + list(extra)
-    if not factories:
-        log.warning("nothing to run: no consumers are configured")
-        return True
-    executor = Executor(factories, restart_delay=settings.runner.restart_delay)
+    timeout = runtime.settings.runner.shutdown_timeout
     handler = SignalHandler(executor)
     if install_signals and threading.current_thread() is threading.main_thread():
         handler.install()
@@ -155,11 +161,26 @@ def run(consumers: Sequence[str] | None = None, *,
                 executor.stop()
     finally:
         executor.stop()
-        deadline = time.monotonic() + settings.runner.shutdown_timeout
-        clean = executor.join(settings.runner.shutdown_timeout)
-        remaining = max(0.0, deadline - time.monotonic())
-        undelivered = runtime.flush(remaining)
+        deadline = time.monotonic() + timeout
+        clean = executor.join(timeout)
+        undelivered = runtime.flush(max(0.0, deadline - time.monotonic()))
         if undelivered:
             log.error("%d message(s) were not delivered before shutdown", undelivered)
         handler.uninstall()
     return clean and not undelivered
+
+
+def run(consumers: Sequence[str] | None = None, *,
+        extra: Sequence[Callable[[], Runnable]] = (),
+        install_signals: bool = True,
+        until: threading.Event | None = None) -> bool:
+    """Run the configured consumers (those named; none with ``[]``) plus ``extra`` runnables
+    until a signal (or ``until``) stops them. True when everything stopped within the
+    timeout."""
+    settings = get_runtime().settings
+    factories = consumer_factories(consumers) + list(extra)
+    if not factories:
+        log.warning("nothing to run: no consumers are configured")
+        return True
+    executor = Executor(factories, restart_delay=settings.runner.restart_delay)
+    return run_until_stopped(executor, install_signals=install_signals, until=until)

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from deimos.config import Settings, get_settings
 from deimos.consumer import import_class
 from deimos.errors import DeimosError
-from deimos.runner import Executor, Runnable, SignalHandler
+from deimos.runner import Executor, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
 from deimos.telemetry import Telemetry
 
@@ -393,18 +393,5 @@ class DbPollerGroup:
 def run_db_pollers(names: Sequence[str] | None = None, *, install_signals: bool = True,
                    until: threading.Event | None = None) -> bool:
     """Run the configured pollers until SIGINT/SIGTERM (or ``until``); True on a clean stop."""
-    settings = get_settings()
-    group = DbPollerGroup(names, settings)
-    handler = SignalHandler(group.executor)
-    if install_signals and threading.current_thread() is threading.main_thread():
-        handler.install()
-    group.start()
-    try:
-        while not group.executor.wait(0.2):
-            if until is not None and until.is_set():
-                break
-    finally:
-        group.stop()
-        clean = group.join(settings.runner.shutdown_timeout)
-        handler.uninstall()
-    return clean
+    group = DbPollerGroup(names, get_settings())
+    return run_until_stopped(group.executor, install_signals=install_signals, until=until)

@@ -45,7 +45,7 @@ from deimos.backends.kafka import producer_config
 from deimos.config import Settings, get_settings
 from deimos.errors import PublishError
 from deimos.partitioner import murmur2_partition
-from deimos.runner import Executor, Runnable, SignalHandler
+from deimos.runner import Executor, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
 from deimos.telemetry import Telemetry
 
@@ -713,21 +713,8 @@ class DbProducerGroup:
 def run_db_producer(workers: int | None = None, *, install_signals: bool = True,
                     until: threading.Event | None = None) -> bool:
     """Run the DB producer until SIGINT/SIGTERM (or ``until``); True on a clean stop."""
-    settings = get_settings()
-    group = DbProducerGroup(workers, settings)
-    handler = SignalHandler(group.executor)
-    if install_signals and threading.current_thread() is threading.main_thread():
-        handler.install()
-    group.start()
-    try:
-        while not group.executor.wait(0.2):
-            if until is not None and until.is_set():
-                break
-    finally:
-        group.stop()
-        clean = group.join(settings.runner.shutdown_timeout)
-        handler.uninstall()
-    return clean
+    group = DbProducerGroup(workers, get_settings())
+    return run_until_stopped(group.executor, install_signals=install_signals, until=until)
 
 
 def iter_rows(engine: sa.Engine, topic: str | None = None) -> Iterable[Any]:
