@@ -146,9 +146,10 @@ def test_the_consumer_span_continues_the_producer_trace(traced: Any, deimos_topi
         assert s.get_tag("messaging.destination.name") == topic
     assert produce.get_tag("span.kind") == "producer"
     assert produce.get_tag("messaging.system") == "kafka"
-    # Datadog headers travelled with the message
-    assert {"x-datadog-trace-id", "x-datadog-parent-id"} <= set(seen[0])
-    assert int(seen[0]["x-datadog-parent-id"]) == produce.span_id
+    # only the W3C headers travelled with the message (datadog.propagation's default)
+    assert set(seen[0]) == {"traceparent", "tracestate"}
+    parent_id = seen[0]["traceparent"].decode().split("-")[2]
+    assert int(parent_id, 16) == produce.span_id
     errors = [s for s in processes if s.error]
     assert len(errors) == 1
     assert errors[0].get_tag("error.type") == "builtins.RuntimeError"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from deimos.config import Section
@@ -34,3 +36,9 @@ class DatadogSettings(Section):
         True, description="the client's own datadog.dogstatsd.client.* metrics")
     service: str | None = Field(
         None, description="APM service of deimos spans (default: DD_SERVICE, then ddtrace's)")
+    propagation: list[Literal["tracecontext", "datadog", "b3"]] = Field(
+        default_factory=lambda: ["tracecontext"],  # type: ignore[arg-type]
+        description="trace headers put on each produced message, of those ddtrace injects: "
+        "W3C traceparent/tracestate by default (ddtrace and OpenTelemetry both read them); "
+        "add \"datadog\" for x-datadog-* headers read by older tracers. Every header costs "
+        "bytes and broker work on every message")

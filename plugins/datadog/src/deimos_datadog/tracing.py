@@ -22,6 +22,21 @@ from deimos_datadog.settings import DatadogSettings
 MAX_LINKS = 128
 
 
+def _header_filter(styles: Sequence[str]) -> Any:
+    """Which of the headers ddtrace injected to keep, by propagation style."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    if "tracecontext" in styles:
+        exact |= {"traceparent", "tracestate"}
+    if "datadog" in styles:
+        prefixes.append("x-datadog-")
+    if "b3" in styles:
+        exact.add("b3")
+        prefixes.append("x-b3-")
+    pref = tuple(prefixes)
+    return lambda name: name in exact or (bool(pref) and name.startswith(pref))
+
+
 def _text_headers(headers: Mapping[str, bytes]) -> dict[str, str]:
     """Kafka's bytes headers as the ``str`` carrier HTTPPropagator reads."""
     return {k: v.decode("latin-1") if isinstance(v, (bytes, bytearray)) else str(v)
@@ -48,6 +63,7 @@ class DatadogTracer:
         self._tracer: Any = None
         self._propagator: Any = None
         self.service: str | None = None
+        self._keep = _header_filter(["tracecontext"])
 
     @hookimpl
     def deimos_settings_sections(self) -> Mapping[str, type[DatadogSettings]]:
@@ -55,7 +71,9 @@ class DatadogTracer:
 
     @hookimpl
     def deimos_configure(self, settings: Settings) -> None:
-        self.service = settings.section("datadog").service
+        section = settings.section("datadog")
+        self.service = section.service
+        self._keep = _header_filter(section.propagation)
         self._load()
 
     def _load(self) -> Any:
@@ -131,5 +149,7 @@ class DatadogTracer:
         if carrier is None:
             text: dict[str, str] = {}
             self._propagator.inject(span.span.context, text)
-            carrier = span.carrier = {k: v.encode("latin-1") for k, v in text.items()}
+            keep = self._keep
+            carrier = span.carrier = {k: v.encode("latin-1") for k, v in text.items()
+                                      if keep(k.lower())}
         headers.update(carrier)
