@@ -9,6 +9,7 @@ key resolved in the context's namespace) are the same for every format.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar, Generic, TypeVar
 
 from deimos.errors import SchemaError
@@ -17,7 +18,7 @@ from deimos.schema.base import SchemaContext
 C = TypeVar("C")
 
 
-class CodecState(Generic[C]):
+class CodecState(ABC, Generic[C]):
     #: the format in error messages ("Avro", "Protobuf", ...)
     label: ClassVar[str] = "the"
     #: what the format calls a schema, and how to name one, in error messages
@@ -42,17 +43,17 @@ class CodecState(Generic[C]):
 
     # -- what a format provides --------------------------------------------------------------
 
+    @abstractmethod
     def value_codec(self, name: str) -> C:
         """The codec of value schema ``name`` (a full name)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def field_key_codec(self, value: C, field: str) -> C:
         """The codec of the key generated from ``field`` of the value schema."""
-        raise NotImplementedError
 
+    @abstractmethod
     def key_codec(self, name: str) -> C:
         """The codec of an explicit key schema ``name`` (a full name)."""
-        raise NotImplementedError
 
     # -- shared rules ------------------------------------------------------------------------
 
