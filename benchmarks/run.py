@@ -68,18 +68,20 @@ class Bench:
                             "enable.idempotence": True, **conf})
 
     def raw_produce(self, topic: str, items: list[Any], keys: list[Any] | None = None,
-                    encode: Callable[[Any], Any] | None = None, **conf: Any) -> float:
+                    encode: Callable[[Any], Any] | None = None,
+                    headers: list[tuple[str, bytes]] | None = None, **conf: Any) -> float:
         """Messages/s of a raw ``produce`` loop (``encode`` applied to each item inside the
-        timed loop) including the final ``flush``."""
+        timed loop; ``headers`` on every message) including the final ``flush``."""
         p = self.raw_producer(**conf)
         start = time.perf_counter()
         produce = p.produce
+        extra = {"headers": headers} if headers else {}
         for i, item in enumerate(items):
             value = encode(item) if encode is not None else item
             key = keys[i] if keys is not None else None
             while True:
                 try:
-                    produce(topic, value, key)
+                    produce(topic, value, key, **extra)
                     break
                 except BufferError:
                     p.poll(0.05)

@@ -54,6 +54,9 @@ def test_timings_are_seconds_and_unknown_names_are_kept(reader: Any) -> None:
                    if a["messaging.destination.name"] == topic]
     assert p.sum == 0.25 and attrs["env"] == "test" and attrs["deimos.time"] == "time_delayed"
     assert metric(reader, "deimos.consumer.delay")[0].unit == "s"
+    # seconds get the messaging conventions' boundaries, not the SDK's millisecond ones
+    assert tuple(p.explicit_bounds)[:3] == (0.005, 0.01, 0.025)
+    assert sum(p.bucket_counts[:6]) == 0 and p.bucket_counts[6] == 1  # 0.1 < 0.25 <= 0.25
     (p,) = [p for a, p in points(reader, "deimos.my_app.thing")
             if a["messaging.destination.name"] == topic]
     assert p.value == 2
@@ -69,3 +72,31 @@ def test_every_catalogue_row_maps_to_one_instrument_kind() -> None:
 
 def test_docs_show_the_catalogue_table() -> None:
     assert markdown_table() in DOCS.read_text(), "regenerate the table in docs/metrics.md"
+
+
+def test_counters_export_a_cumulative_monotonic_sum_of_every_thread_s_counts(
+        reader: Any) -> None:
+    import threading
+
+    topic = f"t-{uuid.uuid4().hex[:6]}"
+    tel = _telemetry()
+    tags = {"topic": topic, "consumer_group": "g", "partition": "0", "status": "success"}
+
+    def count() -> None:
+        for _ in range(2000):
+            tel.increment("handler", 3, tags)
+
+    threads = [threading.Thread(target=count) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (p,) = [p for a, p in points(reader, "deimos.consumer.handled.messages")
+            if a["messaging.destination.name"] == topic]
+    assert p.value == 4 * 2000 * 3
+    tel.increment("handler", 5, tags)
+    (p,) = [p for a, p in points(reader, "deimos.consumer.handled.messages")
+            if a["messaging.destination.name"] == topic]
+    assert p.value == 4 * 2000 * 3 + 5  # cumulative across collections
+    data = metric(reader, "deimos.consumer.handled.messages")[0].data
+    assert type(data).__name__ == "Sum" and data.is_monotonic

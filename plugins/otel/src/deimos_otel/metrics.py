@@ -1,11 +1,16 @@
 """The ``otel`` metrics provider: deimos's catalogue as OpenTelemetry instruments.
 
 Every row of :data:`deimos.metrics.catalogue.CATALOGUE` maps to one instrument of the
-``deimos_otel`` meter (counters to ``Counter``, timings and histograms to ``Histogram`` in
-seconds, gauges to ``ObservableGauge`` reporting the last value set per attribute set), and
-deimos tags map to attributes (``topic`` to ``messaging.destination.name`` ...). Instruments
-and attribute sets are built once and cached, so a measurement is a dictionary lookup and
-one ``add``/``record`` call.
+``deimos_otel`` meter (counters to ``ObservableCounter``, timings and histograms to
+``Histogram`` in seconds, gauges to ``ObservableGauge`` reporting the last value set per
+attribute set), and deimos tags map to attributes (``topic`` to
+``messaging.destination.name`` ...). Instruments and attribute sets are built once and cached.
+
+Counters are observable because deimos counts on the hot path (four counts per consumed
+batch, one per publish call) and the SDK's synchronous ``Counter.add`` costs about 10 µs
+(a frozen dataclass, attribute cleaning and hashing per call): here a count is an addition
+under a lock, and the SDK reads the cumulative totals when it collects, which exports the
+same monotonic ``Sum`` a synchronous counter would (without exemplars).
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ from deimos.metrics.catalogue import COMMON_ATTRIBUTES, TAG_ATTRIBUTES, Kind, lo
 from deimos_otel import _scope
 
 _CACHE_MAX = 4096
+
+#: bucket boundaries of histograms in seconds, from the messaging semantic conventions (the
+#: SDK's default boundaries, 0 to 10,000, suit milliseconds and would put every
+#: processing time in the first bucket)
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                   10.0)
 
 Attributes = dict[str, str]
 
@@ -54,6 +65,48 @@ class _Gauge:
         return [Observation(v, a) for v, a in items]
 
 
+class _Total:
+    """The running total of one counter for one attribute set."""
+
+    __slots__ = ("attrs", "lock", "value")
+
+    def __init__(self, attrs: Attributes, lock: threading.Lock) -> None:
+        self.attrs = attrs
+        self.lock = lock
+        self.value: float = 0
+
+    def add(self, value: float, _attrs: Attributes) -> None:
+        if value < 0:
+            return  # a monotonic sum: the SDK's Counter ignores negative adds too
+        with self.lock:
+            self.value += value
+
+
+class _Counter:
+    """Running totals of one observable counter, reported at each collection."""
+
+    __slots__ = ("lock", "totals")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.totals: dict[tuple[tuple[str, str], ...], _Total] = {}
+
+    def total(self, attrs: Attributes) -> _Total:
+        key = tuple(attrs.items())
+        with self.lock:
+            got = self.totals.get(key)
+            if got is None:
+                got = self.totals[key] = _Total(attrs, self.lock)
+        return got
+
+    def observe(self, _options: Any) -> Iterable[Any]:
+        from opentelemetry.metrics import Observation
+
+        with self.lock:
+            items = [(t.value, t.attrs) for t in self.totals.values()]
+        return [Observation(v, a) for v, a in items]
+
+
 class OtelMetrics:
     """Counters, histograms and observable gauges from the ``deimos_otel`` meter.
 
@@ -66,6 +119,7 @@ class OtelMetrics:
         self._meter: Any = None
         self._instruments: dict[tuple[str, str], Any] = {}
         self._gauges: dict[str, _Gauge] = {}
+        self._counters: dict[str, _Counter] = {}
         # (kind, name, tags) -> (record function, attributes)
         self._resolved: dict[tuple[Any, ...], tuple[Any, Attributes]] = {}
 
@@ -79,6 +133,7 @@ class OtelMetrics:
                 self._meter = meter
                 self._instruments.clear()
                 self._gauges.clear()
+                self._counters.clear()
                 self._resolved.clear()
 
     def _meter_or_default(self) -> Any:
@@ -101,15 +156,23 @@ class OtelMetrics:
             if inst is None:
                 desc = f"{spec.description} (deimos: {spec.name})"
                 if kind == "counter":
-                    inst = meter.create_counter(spec.otel_name, spec.unit, desc).add
+                    counter = self._counters[spec.otel_name] = _Counter()
+                    meter.create_observable_counter(spec.otel_name, [counter.observe],
+                                                    spec.unit, desc)
+                    inst = counter
                 elif kind == "gauge":
                     gauge = self._gauges[spec.otel_name] = _Gauge()
                     meter.create_observable_gauge(spec.otel_name, [gauge.observe], spec.unit,
                                                   desc)
                     inst = gauge.set
                 else:
-                    inst = meter.create_histogram(spec.otel_name, spec.unit, desc).record
+                    inst = meter.create_histogram(
+                        spec.otel_name, spec.unit, desc,
+                        explicit_bucket_boundaries_advisory=(
+                            SECONDS_BUCKETS if spec.unit == "s" else None)).record
                 self._instruments[(kind, spec.otel_name)] = inst
+            if isinstance(inst, _Counter):
+                inst = inst.total(attrs).add  # one running total per attribute set
             if len(self._resolved) >= _CACHE_MAX:
                 self._resolved.clear()
             got = self._resolved[key] = (inst, attrs)
