@@ -34,7 +34,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,6 +61,7 @@ FATAL_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_S
 _M = kafka_messages.c
 _T = kafka_topic_info.c
 _EPOCH = _dt.datetime(1970, 1, 1)
+_DELETE_IDS = kafka_messages.delete().where(_M.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -414,9 +414,10 @@ class DbProducer:
                 if self._lost.is_set():
                     raise PublishError(f"lock on {name} was lost; another worker took over")
                 with self.engine.connect() as conn:
+                    # only what sending needs: a dead letter's other columns are read when
+                    # it is moved (SQLite hands datetimes back as text to parse, per row)
                     rows = conn.execute(
-                        sa.select(_M.id, _M.topic, _M.key, _M.message, _M.partition_key,
-                                  _M.headers, _M.created_at)
+                        sa.select(_M.id, _M.key, _M.message, _M.partition_key, _M.headers)
                         .where(unit.where()).order_by(_M.id).limit(self.ps.batch_size)
                     ).all()
                 if not rows:
@@ -441,14 +442,20 @@ class DbProducer:
         now = utcnow()
         with self.engine.begin() as conn:
             if result.dead:
+                errors = {r.id: err for r, err in result.dead}
+                dead = conn.execute(sa.select(kafka_messages).where(
+                    _M.id.in_(list(errors)))).all()
                 conn.execute(kafka_dead_letters.insert(), [{
                     "message_id": r.id, "topic": r.topic, "key": r.key, "message": r.message,
                     "partition_key": r.partition_key, "headers": r.headers,
-                    "created_at": r.created_at, "failed_at": now, "error": err[:4000],
-                } for r, err in result.dead])
+                    "created_at": r.created_at, "failed_at": now,
+                    "error": errors[r.id][:4000],
+                } for r in dead])
             ids = result.delete_ids + [r.id for r, _ in result.dead]
             for start in range(0, len(ids), 1000):
-                conn.execute(kafka_messages.delete().where(_M.id.in_(ids[start:start + 1000])))
+                # one cached statement, the id list bound at execution: building an IN of
+                # 1,000 literal parameters per batch cost more than the DELETE itself
+                conn.execute(_DELETE_IDS, {"ids": ids[start:start + 1000]})
         tags = {"topic": topic}
         if result.sent:
             self.telemetry.increment("db_producer.process", result.sent, tags)
@@ -463,29 +470,30 @@ class DbProducer:
         to_send = compact(rows) if self.ps.compacts(topic) else list(rows)
         sp = KafkaSender.for_settings(self._kafka_settings)
         producer = sp.producer
+        produce = producer.produce
         failed: dict[int, Any] = {}
+        # One callback for the whole batch (a closure per message cost more than the send):
+        # a failure names its message by content, mapped back to rows after the flush.
+        undelivered: list[tuple[Any, Any, KafkaError]] = []
 
-        def on_delivery(i: int, err: KafkaError | None, _msg: Any) -> None:
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is not None:
-                failed[i] = err
+                undelivered.append((msg.key(), msg.value(), err))
 
         count: int | None = None
-        for i, r in enumerate(to_send):
+        for i, (_id, key, message, partition_key, raw_headers) in enumerate(to_send):
             partition = -1
-            if r.partition_key is not None:
+            if partition_key is not None:
                 if count is None:
                     count = sp.partition_count(topic)
-                partition = murmur2_partition(r.partition_key, count)
-            headers = decode_headers(r.headers)
+                partition = murmur2_partition(partition_key, count)
             while True:
                 try:
-                    if headers:
-                        producer.produce(topic, r.message, r.key, partition,
-                                         partial(on_delivery, i),
-                                         headers=headers)  # type: ignore[arg-type]
+                    if raw_headers:
+                        produce(topic, message, key, partition, on_delivery,
+                                headers=decode_headers(raw_headers))  # type: ignore[arg-type]
                     else:
-                        producer.produce(topic, r.message, r.key, partition,
-                                         partial(on_delivery, i))
+                        produce(topic, message, key, partition, on_delivery)
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -493,6 +501,14 @@ class DbProducer:
                     failed[i] = exc.args[0] if exc.args else exc
                     break
         remaining = producer.flush(self.ps.delivery_timeout + 5)
+        if undelivered:
+            # Every row with a failed message's key and bytes counts as failed: identical
+            # messages cannot be told apart, and sending one again is at-least-once as usual.
+            by_content = {(k, v): err for k, v, err in undelivered}
+            for i, r in enumerate(to_send):
+                err = by_content.get((r.key, r.message))
+                if err is not None:
+                    failed.setdefault(i, err)
         if any(_code(e) == KafkaError._FATAL for e in failed.values()):
             sp.replace(producer)
         if remaining:
@@ -500,6 +516,10 @@ class DbProducer:
                 f"{remaining} message(s) to {topic!r} were not acknowledged within "
                 f"{self.ps.delivery_timeout}s")
             return result  # nothing is known to be delivered: keep every row
+        if not failed:  # the usual case: every row goes (compacted-away ones with their key)
+            result.delete_ids = [r.id for r in rows]
+            result.sent = len(to_send)
+            return result
         # Sort rows out in id order. A row behind a failed row of the same key stays (it
         # goes again after its predecessor), so a key's messages are never reordered.
         blocked: set[bytes] = set()
