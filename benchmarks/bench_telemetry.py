@@ -121,13 +121,21 @@ def _compare(b: Any, run: Callable[..., float], headers: bool = False,
         variants["raw"] = raw
         variants["raw_header"] = lambda: raw(list(TRACEPARENT.items()))
     rates: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {"without": [], "with_telemetry": []}
     for _ in range(b.rounds):
         for name, fn in variants.items():
             gc.collect()
+            b.last_cpu_per_message = None
             rates[name].append(fn())
+            if name in cpu and b.last_cpu_per_message is not None:
+                cpu[name].append(b.last_cpu_per_message)
     best = {k: max(v) for k, v in rates.items()}
     out: dict[str, Any] = {k: round(v) for k, v in best.items()}
     out["ratio"] = round(best["with_telemetry"] / best["without"], 3)
+    if cpu["without"] and cpu["with_telemetry"]:
+        # the deimos thread's CPU per message, without over with (1.0: telemetry costs none)
+        out["cpu_us_per_message"] = {k: round(min(v) * 1e6, 2) for k, v in cpu.items()}
+        out["cpu_ratio"] = round(min(cpu["without"]) / min(cpu["with_telemetry"]), 3)
     if headers:
         out["ratio_same_headers"] = round(
             best["with_telemetry"] / best["without_same_headers"], 3)
@@ -149,10 +157,11 @@ def produce_plain_telemetry(b: Any) -> dict[str, Any]:
 
     def run(headers: dict[str, bytes] | None = None) -> float:
         Bench.topic = b.topic()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         for i in range(0, n, 500):
             Bench.publish_list(values[i:i + 500], keys=keys[i:i + 500], headers=headers)
         deimos.flush(60)
+        b.last_cpu_per_message = (time.thread_time() - cpu) / n
         return n / (time.perf_counter() - start)
 
     raw_values = [v.encode() for v in values]
@@ -183,10 +192,11 @@ def produce_avro_telemetry(b: Any) -> dict[str, Any]:
 
     def run(headers: dict[str, bytes] | None = None) -> float:
         producer.topic = b.topic()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         for i in range(0, n, 500):
             producer.publish_list(records[i:i + 500], headers=headers)
         deimos.flush(60)
+        b.last_cpu_per_message = (time.thread_time() - cpu) / n
         return n / (time.perf_counter() - start)
 
     client = bench_avro._configure(b)

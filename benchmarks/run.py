@@ -55,6 +55,8 @@ class Bench:
         self.rounds = rounds
         self.quick = quick
         self._filled: dict[tuple[str, int], str] = {}
+        #: CPU seconds per message of the last deimos run that measured it
+        self.last_cpu_per_message: float | None = None
 
     def configure(self, **sections: Any) -> None:
         _config.reset()
@@ -159,31 +161,45 @@ class Bench:
         counter.done.wait(300)
         loop.stop()
         t.join(30)
+        self.last_cpu_per_message = counter.cpu_per_message()
         return counter.rate()
 
 
 class Counter:
-    """Counts handled messages; the same object serves raw loops and deimos handlers."""
+    """Counts handled messages; the same object serves raw loops and deimos handlers.
+
+    Besides wall time it takes the handling thread's CPU time between the first and last
+    count: throughput against the embedded broker swings with fetch timing on a shared
+    2-core machine, while the CPU a consumer spends per message is what deimos adds."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.count = 0
         self.start: float | None = None
         self.end: float | None = None
+        self.cpu_start = 0.0
+        self.cpu_end = 0.0
         self.done = threading.Event()
 
     def add(self, k: int) -> None:
         if self.start is None:
             self.start = time.perf_counter()
+            self.cpu_start = time.thread_time()
+            self.first = k
         self.count += k
         if self.count >= self.target and self.end is None:
             self.end = time.perf_counter()
+            self.cpu_end = time.thread_time()
             self.done.set()
 
     def rate(self) -> float:
         if self.start is None or self.end is None:
             raise RuntimeError(f"only {self.count} of {self.target} messages arrived")
         return self.count / (self.end - self.start)
+
+    def cpu_per_message(self) -> float:
+        """Seconds of the handling thread's CPU per message after the first count."""
+        return (self.cpu_end - self.cpu_start) / max(1, self.count - self.first)
 
 
 # ---------------------------------------------------------------------------------------------
