@@ -98,12 +98,21 @@ def _config_file(tmp_path: Path, url: str, bootstrap: str, **producer: Any) -> P
     return path
 
 
-def _start(config: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+def _start(config: Path, workers: int = 1, log: Path | None = None
+           ) -> subprocess.Popen[bytes]:
+    """A ``deimos db-producer`` process; with ``log``, its INFO log goes there (to see when
+    its workers have started)."""
     return subprocess.Popen(
         [sys.executable, "-m", "deimos", "--config", str(config), "db-producer",
-         "--workers", str(workers), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--workers", str(workers), "--log-level", "info" if log else "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb") if log else subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _started_workers(log: Path) -> int:
+    return sum("DB producer" in line and " started on " in line
+               for line in log.read_text(errors="replace").splitlines())
 
 
 def test_sigkill_mid_batch_then_restart_delivers_every_row_at_least_once(
@@ -141,9 +150,14 @@ def test_two_producer_processes_deliver_everything_in_order_without_sharing_a_to
     deimos.configure(producers={"backend": "db"}, db={"url": url})
     config = _config_file(tmp_path, url, deimos_kafka, batch_size=50)
     config.write_text(config.read_text() + f'\n[db.producer.split_topics]\n"{hot}" = 4\n')
-    procs = [_start(config, workers=2), _start(config, workers=2)]
+    logs = [tmp_path / "producer-1.log", tmp_path / "producer-2.log"]
+    procs = [_start(config, workers=2, log=log) for log in logs]
     n = 600
     try:
+        # both processes up (signal handlers installed) before any row exists, so both
+        # take part and neither is still importing when it is asked to stop
+        wait_for(lambda: all(_started_workers(log) == 2 for log in logs), timeout=60,
+                 what="both DB producer processes to start")
         for topic in [*topics, hot]:
             _publish(db, n, 7, topic=topic)
         wait_for(lambda: count_rows(db) == 0, timeout=90, what="both processes to drain")
