@@ -44,29 +44,8 @@ def attributes_for(tags: Mapping[str, str], extra: Mapping[str, str]) -> Attribu
     return out
 
 
-class _Gauge:
-    """Last values of one observable gauge, reported at each collection."""
-
-    __slots__ = ("lock", "values")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.values: dict[tuple[tuple[str, str], ...], tuple[float, Attributes]] = {}
-
-    def set(self, value: float, attrs: Attributes) -> None:
-        with self.lock:
-            self.values[tuple(attrs.items())] = (value, attrs)
-
-    def observe(self, _options: Any) -> Iterable[Any]:
-        from opentelemetry.metrics import Observation
-
-        with self.lock:
-            items = list(self.values.values())
-        return [Observation(v, a) for v, a in items]
-
-
-class _Total:
-    """The running total of one counter for one attribute set."""
+class _Cell:
+    """The value of one observable instrument for one attribute set."""
 
     __slots__ = ("attrs", "lock", "value")
 
@@ -75,6 +54,9 @@ class _Total:
         self.lock = lock
         self.value: float = 0
 
+    def set(self, value: float, _attrs: Attributes) -> None:
+        self.value = value  # a gauge: the last value wins
+
     def add(self, value: float, _attrs: Attributes) -> None:
         if value < 0:
             return  # a monotonic sum: the SDK's Counter ignores negative adds too
@@ -82,28 +64,29 @@ class _Total:
             self.value += value
 
 
-class _Counter:
-    """Running totals of one observable counter, reported at each collection."""
+class _Observed:
+    """One observable instrument (a gauge's last values, a counter's running totals): a
+    cell per attribute set, all reported at each collection."""
 
-    __slots__ = ("lock", "totals")
+    __slots__ = ("cells", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.totals: dict[tuple[tuple[str, str], ...], _Total] = {}
+        self.cells: dict[tuple[tuple[str, str], ...], _Cell] = {}
 
-    def total(self, attrs: Attributes) -> _Total:
+    def cell(self, attrs: Attributes) -> _Cell:
         key = tuple(attrs.items())
         with self.lock:
-            got = self.totals.get(key)
+            got = self.cells.get(key)
             if got is None:
-                got = self.totals[key] = _Total(attrs, self.lock)
+                got = self.cells[key] = _Cell(attrs, self.lock)
         return got
 
     def observe(self, _options: Any) -> Iterable[Any]:
         from opentelemetry.metrics import Observation
 
         with self.lock:
-            items = [(t.value, t.attrs) for t in self.totals.values()]
+            items = [(c.value, c.attrs) for c in self.cells.values()]
         return [Observation(v, a) for v, a in items]
 
 
@@ -118,8 +101,6 @@ class OtelMetrics:
         self._lock = threading.Lock()
         self._meter: Any = None
         self._instruments: dict[tuple[str, str], Any] = {}
-        self._gauges: dict[str, _Gauge] = {}
-        self._counters: dict[str, _Counter] = {}
         # (kind, name, tags) -> (record function, attributes)
         self._resolved: dict[tuple[Any, ...], tuple[Any, Attributes]] = {}
 
@@ -132,8 +113,6 @@ class OtelMetrics:
             if meter is not self._meter:
                 self._meter = meter
                 self._instruments.clear()
-                self._gauges.clear()
-                self._counters.clear()
                 self._resolved.clear()
 
     def _meter_or_default(self) -> Any:
@@ -155,27 +134,24 @@ class OtelMetrics:
             inst = self._instruments.get((kind, spec.otel_name))
             if inst is None:
                 desc = f"{spec.description} (deimos: {spec.name})"
-                if kind == "counter":
-                    counter = self._counters[spec.otel_name] = _Counter()
-                    meter.create_observable_counter(spec.otel_name, [counter.observe],
-                                                    spec.unit, desc)
-                    inst = counter
-                elif kind == "gauge":
-                    gauge = self._gauges[spec.otel_name] = _Gauge()
-                    meter.create_observable_gauge(spec.otel_name, [gauge.observe], spec.unit,
-                                                  desc)
-                    inst = gauge.set
+                if kind in ("counter", "gauge"):
+                    inst = _Observed()
+                    create = (meter.create_observable_counter if kind == "counter"
+                              else meter.create_observable_gauge)
+                    create(spec.otel_name, [inst.observe], spec.unit, desc)
                 else:
                     inst = meter.create_histogram(
                         spec.otel_name, spec.unit, desc,
                         explicit_bucket_boundaries_advisory=(
                             SECONDS_BUCKETS if spec.unit == "s" else None)).record
                 self._instruments[(kind, spec.otel_name)] = inst
-            if isinstance(inst, _Counter):
-                inst = inst.total(attrs).add  # one running total per attribute set
+            fn = inst
+            if isinstance(inst, _Observed):  # one cell per attribute set
+                cell = inst.cell(attrs)
+                fn = cell.add if kind == "counter" else cell.set
             if len(self._resolved) >= _CACHE_MAX:
                 self._resolved.clear()
-            got = self._resolved[key] = (inst, attrs)
+            got = self._resolved[key] = (fn, attrs)
         return got
 
     @hookimpl
