@@ -179,6 +179,7 @@ class Counter:
         self.end: float | None = None
         self.cpu_start = 0.0
         self.cpu_end = 0.0
+        self.first = 0  # counted by the first call, before the CPU clock started
         self.done = threading.Event()
 
     def add(self, k: int) -> None:
