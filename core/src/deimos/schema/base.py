@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,3 +56,29 @@ class SchemaField:
     has_default: bool = False
     nullable: bool = False
     enum_symbols: tuple[str, ...] | None = None
+
+
+# -- keys: rules every schema backend shares --------------------------------------------------
+
+
+def encode_plain_keys(keys: Sequence[Any]) -> list[bytes | None]:
+    """Plain keys (``plain``/``none`` key configs): unencoded UTF-8 text, as Ruby Deimos."""
+    return [None if k is None else k if type(k) is bytes else str(k).encode() for k in keys]
+
+
+def decode_plain_keys(data: Sequence[bytes | None]) -> list[str | None]:
+    return [None if d is None else d.decode(errors="replace") for d in data]
+
+
+def key_field_name(key_config: KeyConfig) -> str:
+    """The field of a key generated from ``key_config.field`` (``a.b.id`` -> ``id``)."""
+    return (key_config.field or "").rpartition(".")[2]
+
+
+def key_records(keys: Sequence[Any], single: str | None,
+                records: tuple[type, ...] = (Mapping,)) -> list[Any]:
+    """Keys for an explicit key schema: a bare value goes into the schema's only field
+    ``single`` (as Ruby Deimos accepts ``publish(payload, key: 5)``); records pass as they
+    are."""
+    return [k if k is None or isinstance(k, records) or single is None else {single: k}
+            for k in keys]

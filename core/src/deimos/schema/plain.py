@@ -8,7 +8,12 @@ from typing import Any
 
 from deimos.errors import DecodeError, SchemaValidationError
 from deimos.hookspecs import hookimpl
-from deimos.schema.base import SchemaContext, SchemaField
+from deimos.schema.base import (
+    SchemaContext,
+    SchemaField,
+    decode_plain_keys,
+    encode_plain_keys,
+)
 
 
 class PlainSchemaBackend:
@@ -38,12 +43,12 @@ class PlainSchemaBackend:
     @hookimpl
     def deimos_schema_encode_key(self, context: SchemaContext, keys: Sequence[Any]
                                  ) -> list[bytes | None]:
-        return [None if k is None else k if type(k) is bytes else str(k).encode() for k in keys]
+        return encode_plain_keys(keys)
 
     @hookimpl
     def deimos_schema_decode_key(self, context: SchemaContext, data: Sequence[bytes | None]
                                  ) -> list[Any]:
-        return [None if d is None else d.decode(errors="replace") for d in data]
+        return decode_plain_keys(data)
 
     @hookimpl
     def deimos_schema_validate(self, context: SchemaContext, payload: Any) -> None:

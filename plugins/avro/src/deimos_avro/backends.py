@@ -28,7 +28,14 @@ from fastavro import json_reader, json_writer, schemaless_reader, schemaless_wri
 
 from deimos.errors import CoercionError, DecodeError, SchemaValidationError
 from deimos.hookspecs import hookimpl
-from deimos.schema.base import SchemaContext, SchemaField
+from deimos.schema.base import (
+    SchemaContext,
+    SchemaField,
+    decode_plain_keys,
+    encode_plain_keys,
+    key_field_name,
+    key_records,
+)
 from deimos.schema.state import CodecState
 
 from . import registry, schemas
@@ -176,19 +183,16 @@ class AvroBackend:
                                  ) -> list[bytes | None]:
         kc = context.key_config
         if kc.kind in ("plain", "none"):
-            # Unencoded UTF-8 text, as Ruby Deimos's plain keys.
-            return [None if k is None else k if type(k) is bytes else str(k).encode()
-                    for k in keys]
+            return encode_plain_keys(keys)
         codec = _state(context).key()
         assert codec is not None
         if kc.kind == "field":
-            fname = (kc.field or "").rpartition(".")[2]
+            fname = key_field_name(kc)
             records: list[Any] = [None if k is None else {fname: k} for k in keys]
         else:
             fields = codec.parsed.get("fields") if isinstance(codec.parsed, dict) else None
             single = fields[0]["name"] if fields and len(fields) == 1 else None
-            records = [k if k is None or isinstance(k, Mapping) or single is None
-                       else {single: k} for k in keys]
+            records = key_records(keys, single)
         try:
             records = [codec.coerce(r) for r in records]
         except CoercionError as exc:
@@ -201,10 +205,10 @@ class AvroBackend:
                                  ) -> list[Any]:
         kc = context.key_config
         if kc.kind in ("plain", "none"):
-            return [None if d is None else d.decode(errors="replace") for d in data]
+            return decode_plain_keys(data)
         decoded = self._decode(context, _state(context).key(required=False), data, "key")
         if kc.kind == "field":
-            fname = (kc.field or "").rpartition(".")[2]
+            fname = key_field_name(kc)
             return [r.get(fname) if isinstance(r, dict) else r for r in decoded]
         return decoded
 

@@ -27,7 +27,14 @@ from confluent_kafka.schema_registry import Schema
 
 from deimos.errors import CoercionError, DecodeError, SchemaValidationError
 from deimos.hookspecs import hookimpl
-from deimos.schema.base import SchemaContext, SchemaField
+from deimos.schema.base import (
+    SchemaContext,
+    SchemaField,
+    decode_plain_keys,
+    encode_plain_keys,
+    key_field_name,
+    key_records,
+)
 from deimos.schema.registry import registry_client, registry_failure
 from deimos.schema.state import CodecState
 
@@ -196,18 +203,16 @@ class JsonBackend:
                                  ) -> list[bytes | None]:
         kc = context.key_config
         if kc.kind in ("plain", "none"):
-            return [None if k is None else k if type(k) is bytes else str(k).encode()
-                    for k in keys]
+            return encode_plain_keys(keys)
         codec = _state(context).key()
         assert codec is not None
         if kc.kind == "field":
-            fname = (kc.field or "").rpartition(".")[2]
+            fname = key_field_name(kc)
             records: list[Any] = [None if k is None else {fname: k} for k in keys]
         else:
             props = codec.root.get("properties", {})
             single = next(iter(props)) if len(props) == 1 else None
-            records = [k if k is None or isinstance(k, Mapping) or single is None
-                       else {single: k} for k in keys]
+            records = key_records(keys, single)
         records = [codec.coerce(r) for r in records]
         try:
             return codec.encode_all(self._header(context, codec), records, context.topic)
@@ -220,10 +225,10 @@ class JsonBackend:
                                  ) -> list[Any]:
         kc = context.key_config
         if kc.kind in ("plain", "none"):
-            return [None if d is None else d.decode(errors="replace") for d in data]
+            return decode_plain_keys(data)
         decoded = self._decode(context, _state(context).key(required=False), data, "key")
         if kc.kind == "field":
-            fname = (kc.field or "").rpartition(".")[2]
+            fname = key_field_name(kc)
             return [r.get(fname) if isinstance(r, dict) else r for r in decoded]
         return decoded
 

@@ -31,7 +31,13 @@ from google.protobuf.message import EncodeError, Message
 
 from deimos.errors import CoercionError, DecodeError, SchemaValidationError
 from deimos.hookspecs import hookimpl
-from deimos.schema.base import SchemaContext, SchemaField
+from deimos.schema.base import (
+    SchemaContext,
+    SchemaField,
+    decode_plain_keys,
+    encode_plain_keys,
+    key_records,
+)
 from deimos.schema.registry import registry_client, registry_failure
 from deimos.schema.state import CodecState
 
@@ -183,9 +189,7 @@ class ProtoBackend:
                                  ) -> list[bytes | None]:
         kc = context.key_config
         if kc.kind in ("plain", "none"):
-            # Unencoded UTF-8 text, as Ruby Deimos's plain keys.
-            return [None if k is None else k if type(k) is bytes else str(k).encode()
-                    for k in keys]
+            return encode_plain_keys(keys)
         codec = _state(context).key()
         assert codec is not None
         if kc.kind == "field":
@@ -194,8 +198,7 @@ class ProtoBackend:
         else:
             fields = codec.desc.fields
             single = fields[0].name if len(fields) == 1 else None
-            records = [k if k is None or isinstance(k, (Mapping, Message)) or single is None
-                       else {single: k} for k in keys]
+            records = key_records(keys, single, (Mapping, Message))
         try:
             messages = [codec.converter.coerce(r) for r in records]
         except CoercionError as exc:
@@ -208,7 +211,7 @@ class ProtoBackend:
                                  ) -> list[Any]:
         kc = context.key_config
         if kc.kind in ("plain", "none"):
-            return [None if d is None else d.decode(errors="replace") for d in data]
+            return decode_plain_keys(data)
         st = _state(context)
         codec = st.key(required=False)
         if kc.kind == "field":
