@@ -571,6 +571,9 @@ def on_change(listener: Any) -> None:
 def current() -> LoadedSettings:
     """The loaded settings, configuring from file/environment on first use."""
     global _current
+    loaded = _current  # read without the lock: publish() asks on every call
+    if loaded is not None:
+        return loaded
     with _lock:
         if _current is None:
             _current = build_settings()

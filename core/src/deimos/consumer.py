@@ -28,6 +28,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from deimos.config import ConsumerSettings, KeyConfig, Settings
 from deimos.errors import DecodeError, DeimosError, PublishError
+from deimos.message import Message
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
 
 log = logging.getLogger("deimos.consumer")
@@ -284,7 +285,10 @@ class MessageProcessor:
         kc = settings.key_config
         self.key_config = kc if kc is not None else KeyConfig(kind="none")
         self.group = settings.group_id or ""
-        self.dead_letter_sender: Callable[[Any, BaseException, int], None] = self._dead_letter
+        #: sends one batch's dead letters and waits for them (the test helpers swap it)
+        self.dead_letter_sender: Callable[[list[Message]], None] = self._send_dead_letters
+        #: dead letters of the group being processed: (message, error, attempts)
+        self._dead: list[tuple[Any, BaseException, int]] = []
         #: the schema class's ``from_dict`` when ``use_schema_classes`` is on, else None
         self.from_dict: Callable[[Any], Any] | None = None
         use = settings.use_schema_classes
@@ -380,28 +384,26 @@ class MessageProcessor:
 
     def give_up(self, msg: Any, exc: BaseException, attempts: int, payload: Any = None,
                 metadata: Any = None) -> None:
-        """Apply ``on_error`` to a message whose retries are used up (or undecodable)."""
-        tags = self.tagset(msg.topic(), msg.partition())["base"]
+        """Apply ``on_error`` to a message whose retries are used up (or undecodable).
+
+        A dead letter is queued: :meth:`process` sends the group's dead letters together,
+        waiting once, before any of their offsets may be stored."""
         policy = self.settings.on_error
         if policy == "dead_letter":
-            self.dead_letter_sender(msg, exc, attempts)
-            self.dead_lettered += 1
-            self.telemetry.increment("dead_lettered", 1, tags)
-            log.error("message %s[%s]@%s sent to dead-letter topic %s after %d attempt(s): %r",
-                      msg.topic(), msg.partition(), msg.offset(), self.settings.dead_letter_topic,
-                      attempts, exc)
+            self._dead.append((msg, exc, attempts))
             return
         if policy == "skip":
             self.skipped += 1
-            self.telemetry.increment("skipped", 1, tags)
+            self.telemetry.increment("skipped", 1, self.tagset(msg.topic(),
+                                                               msg.partition())["base"])
             log.error("message %s[%s]@%s skipped after %d attempt(s): %r", msg.topic(),
                       msg.partition(), msg.offset(), attempts, exc)
             return
         raise exc
 
-    def _dead_letter(self, msg: Any, exc: BaseException, attempts: int) -> None:
-        from deimos.backends.kafka import shared_producer
-
+    def dead_letter_message(self, msg: Any, exc: BaseException, attempts: int) -> Message:
+        """The dead letter of ``msg``: its original bytes, key and headers plus deimos's
+        error headers (:data:`ERROR_HEADERS`)."""
         topic = self.settings.dead_letter_topic
         assert topic is not None
         headers = list(msg.headers() or [])
@@ -413,15 +415,35 @@ class MessageProcessor:
             ("deimos-original-offset", str(msg.offset()).encode()),
             ("deimos-attempts", str(attempts).encode()),
         ]
-        failures: list[Any] = []
-        sp = shared_producer(self.runtime.settings)
-        sp.producer.produce(topic, msg.value(), msg.key(), headers=headers,
-                            on_delivery=lambda err, m: failures.append(err) if err else None)
-        remaining = sp.producer.flush(self.runtime.settings.producers.sync_timeout)
-        if failures or remaining:
-            raise PublishError(
-                f"could not write to dead-letter topic {topic!r}: "
-                f"{failures[0] if failures else 'timed out'}")
+        key, value = msg.key(), msg.value()
+        return Message(topic, value, key, headers, None, key, value)
+
+    def _send_dead_letters(self, messages: list[Message]) -> None:
+        from deimos.backends.kafka import deliver
+
+        deliver(self.runtime.settings, messages[0].topic, messages)
+
+    def _flush_dead(self, msgs: list[Any]) -> None:
+        """Send the queued dead letters of group ``msgs``, all in one delivery wait. If
+        they cannot be written, the consumer stops at the first of them: nothing from it
+        on is committed, so it is redelivered after the restart."""
+        dead, self._dead = self._dead, []
+        if not dead:
+            return
+        try:
+            self.dead_letter_sender([self.dead_letter_message(m, e, a) for m, e, a in dead])
+        except Exception as send_error:
+            first = [m.offset() for m in msgs].index(dead[0][0].offset())
+            raise StopConsumer(first, PublishError(
+                f"could not write {len(dead)} message(s) to dead-letter topic "
+                f"{self.settings.dead_letter_topic!r}: {send_error}")) from send_error
+        for m, error, attempts in dead:
+            self.dead_lettered += 1
+            self.telemetry.increment("dead_lettered", 1,
+                                     self.tagset(m.topic(), m.partition())["base"])
+            log.error("message %s[%s]@%s sent to dead-letter topic %s after %d attempt(s): %r",
+                      m.topic(), m.partition(), m.offset(), self.settings.dead_letter_topic,
+                      attempts, error)
 
     # -- handling ----------------------------------------------------------------------------
 
@@ -433,6 +455,24 @@ class MessageProcessor:
             offsets may be stored; when ``error`` is set, the message at ``failed_offset``
             must be retried (its attempt count is ``attempt_of(offset)``).
         """
+        self._dead = []
+        try:
+            result = self._process(msgs, attempt_of)
+        except StopConsumer as stop:
+            # what was dead-lettered before the stop is written before its offsets count
+            if stop.handled < len(msgs):
+                limit = msgs[stop.handled].offset()
+                self._dead = [d for d in self._dead if d[0].offset() < limit]
+            self._flush_dead(msgs)
+            raise
+        except BaseException:
+            self._dead = []
+            raise
+        self._flush_dead(msgs)
+        return result
+
+    def _process(self, msgs: list[Any], attempt_of: Callable[[int], int]
+                 ) -> tuple[int, BaseException | None, int | None]:
         first = msgs[0]
         topic = first.topic()
         partition = first.partition()

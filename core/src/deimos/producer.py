@@ -9,6 +9,7 @@ the first message of the call is handed to the backend.
 
 from __future__ import annotations
 
+import abc
 import datetime as _dt
 import logging
 import threading
@@ -17,8 +18,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from deimos import runtime as _runtime_mod
 from deimos.config import KeyConfig, TopicSettings, get_settings
-from deimos.errors import DeimosError, MissingKeyError
+from deimos.errors import DeimosError, MissingKeyError, SchemaValidationError
 from deimos.message import Headers, Message, ProduceContext
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
 
@@ -79,6 +81,10 @@ def disable_producers(*classes: type[Producer]) -> Iterator[None]:
 def producers_disabled(cls: type | None = None) -> bool:
     if _disabled_all or get_settings().producers.disabled:
         return True
+    return _class_disabled(cls)
+
+
+def _class_disabled(cls: type | None) -> bool:
     if cls is None or not _disabled_classes:
         return False
     return any(issubclass(cls, c) for c in _disabled_classes)
@@ -133,6 +139,10 @@ class Pipeline:
         self.partition_key_fn = partition_key_fn
         self.schema: SchemaBackend = runtime.schema_backend(
             topic=self.topic, schema=schema, namespace=namespace, key_config=key_config)
+        self.schema_context = self.schema.context
+        self.coerce = self.schema.coerce
+        self.key_kind = key_config.kind
+        self.needs_key = key_config.kind != "none"
         fields = self.schema.field_names()
         self.fill_message_id = "message_id" in fields
         self.fill_timestamp = "timestamp" in fields
@@ -140,6 +150,96 @@ class Pipeline:
         self.tags = {"topic": self.topic}
         self.context = ProduceContext(self.topic, name, settings, runtime.telemetry,
                                       on_error=on_error)
+        #: ``producers.disabled`` of these settings (the settings never change under us)
+        self.disabled = settings.producers.disabled
+        self.tracing = runtime.telemetry.tracing_enabled
+        self.encode = self.schema.encode
+        self.encode_key = self.schema.encode_key or self._cannot_encode_keys
+        self._backends: dict[tuple[str | None, bool, bool | None], tuple[Any, bool]] = {}
+        #: the configured backend and its default mode, resolved on first publish (a
+        #: pipeline may be made for its schema alone, with no backend configured)
+        self._default: tuple[Any, bool] | None = None
+
+    def _prepare(self, payload: Any, key: Any, index: int) -> tuple[Any, Any]:
+        """One payload and its key as they will be encoded: a tombstone's key, schema-class
+        instances as dicts, ``payload_key`` taken out, ``message_id``/``timestamp`` filled,
+        the key read from its field, the payload coerced. Raises before anything is sent."""
+        tp = type(payload)
+        if tp is not dict and tp is not str and tp is not bytes and payload is not None:
+            if isinstance(payload, Tombstone):
+                key = payload.key if key is None else key
+                payload = None
+            else:
+                payload = _to_dict(payload)
+        if payload is not None:
+            if tp is dict or isinstance(payload, dict):
+                if "payload_key" in payload:
+                    payload = dict(payload)
+                    pk = payload.pop("payload_key")
+                    key = pk if key is None else key
+                if self.fill_message_id and not payload.get("message_id"):
+                    payload = {**payload, "message_id": str(uuid.uuid4())}
+                if self.fill_timestamp and not payload.get("timestamp"):
+                    payload = {**payload, "timestamp": _now()}
+            if key is None and self.key_kind == "field":
+                key = _get_path(payload, self.key_config.field)  # type: ignore[arg-type]
+            coerce = self.coerce
+            if coerce is not None:
+                try:
+                    payload = coerce(self.schema_context, payload)
+                except SchemaValidationError as exc:
+                    raise _at_index(exc, index, self.topic) from None
+        if key is None and self.needs_key:
+            raise MissingKeyError(
+                f"Producer {self.name} needs a key for topic {self.topic!r} "
+                f"(key_config {self.key_config.describe()}) but message {index} has none; "
+                "nothing was sent."
+            )
+        return payload, key
+
+    def _encode_keys(self, keys: Sequence[Any]) -> list[bytes | None]:
+        if not self.needs_key:
+            return [None] * len(keys)
+        return self.encode_key(self.schema_context, keys)
+
+    def _cannot_encode_keys(self, context: Any, keys: Sequence[Any]) -> list[bytes | None]:
+        raise DeimosError(f"schema backend {self.schema.name!r} cannot encode keys")
+
+    def _partition_key(self, payload: Any, given: Any) -> bytes | None:
+        if given is not None:
+            pkey = given
+        elif self.partition_key_fn is not None and payload is not None:
+            pkey = self.partition_key_fn(payload)
+        else:
+            return None
+        if pkey is not None and not isinstance(pkey, bytes):
+            pkey = str(pkey).encode()
+        return pkey
+
+    def publish_one(self, payload: Any, key: Any, headers: Headers | Mapping[str, Any] | None,
+                    partition_key: Any, sync: bool | None, force_send: bool) -> list[Message]:
+        """``publish``: :meth:`build` and :meth:`send` for a single message, without the list
+        machinery (this is the per-message hot path)."""
+        if self.disabled:
+            return []
+        payload, key = self._prepare(payload, key, 0)
+        ctx = self.schema_context
+        value = self.encode(ctx, (payload,))[0]
+        encoded_key = self.encode_key(ctx, (key,))[0] if self.needs_key else None
+        pkey = (self._partition_key(payload, partition_key)
+                if partition_key is not None or self.partition_key_fn is not None else None)
+        messages = [Message(self.topic, payload, key,
+                            _norm_headers(headers) if headers else None, pkey, encoded_key,
+                            value)]
+        if (sync is None and not force_send and not self.tracing
+                and self.runtime.backend_override is None):
+            default = self._default
+            if default is None:
+                default = self._default = self._backend(None, False)
+            self._execute(default[0], messages, default[1])
+        else:
+            self.send(messages, sync, force_send)
+        return messages
 
     def build(
         self,
@@ -148,77 +248,51 @@ class Pipeline:
         headers: Headers | Mapping[str, Any] | None,
         partition_keys: Sequence[Any] | None,
     ) -> list[Message]:
-        kc = self.key_config.kind
-        key_field = self.key_config.field
-        needs_key = kc != "none"
-        fill_id, fill_ts = self.fill_message_id, self.fill_timestamp
-        schema = self.schema
-        coerce = schema.coerce
-        ctx = schema.context
-        base_headers = _norm_headers(headers)
+        prepare = self._prepare
         out_payloads: list[Any] = []
         out_keys: list[Any] = []
         for i, payload in enumerate(payloads):
-            key = keys[i] if keys is not None else None
-            if isinstance(payload, Tombstone):
-                key = payload.key if key is None else key
-                payload = None
-            elif payload is not None:
-                payload = _to_dict(payload)
-                if isinstance(payload, dict):
-                    if "payload_key" in payload:
-                        payload = dict(payload)
-                        pk = payload.pop("payload_key")
-                        key = pk if key is None else key
-                    if fill_id and not payload.get("message_id"):
-                        payload = {**payload, "message_id": str(uuid.uuid4())}
-                    if fill_ts and not payload.get("timestamp"):
-                        payload = {**payload, "timestamp": _now()}
-                if key is None and kc == "field":
-                    key = _get_path(payload, key_field)  # type: ignore[arg-type]
-                if coerce is not None:
-                    payload = coerce(ctx, payload)
-            if needs_key and key is None:
-                raise MissingKeyError(
-                    f"Producer {self.name} needs a key for topic {self.topic!r} "
-                    f"(key_config {self.key_config.describe()}) but message {i} has none; "
-                    "nothing was sent."
-                )
+            payload, key = prepare(payload, keys[i] if keys is not None else None, i)
             out_payloads.append(payload)
             out_keys.append(key)
-        encoded = schema.encode(ctx, out_payloads)
-        if needs_key:
-            if schema.encode_key is None:
-                raise DeimosError(f"schema backend {schema.name!r} cannot encode keys")
-            encoded_keys = schema.encode_key(ctx, out_keys)
-        else:
-            encoded_keys = [None] * len(out_payloads)
-        pk_fn = self.partition_key_fn
-        messages = []
+        encoded = self.schema.encode(self.schema_context, out_payloads)
+        encoded_keys = self._encode_keys(out_keys)
+        base_headers = _norm_headers(headers)
+        pk_needed = partition_keys is not None or self.partition_key_fn is not None
         topic = self.topic
+        messages = []
         for i, payload in enumerate(out_payloads):
-            if partition_keys is not None and partition_keys[i] is not None:
-                pkey: Any = partition_keys[i]
-            elif pk_fn is not None and payload is not None:
-                pkey = pk_fn(payload)
-            else:
-                pkey = None
-            if pkey is not None and not isinstance(pkey, bytes):
-                pkey = str(pkey).encode()
+            pkey = self._partition_key(
+                payload, partition_keys[i] if partition_keys is not None else None
+            ) if pk_needed else None
             messages.append(Message(topic, payload, out_keys[i],
                                     list(base_headers) if base_headers else None,
                                     pkey, encoded_keys[i], encoded[i]))
         return messages
 
-    def send(self, messages: list[Message], sync: bool | None, force_send: bool) -> None:
+    def _backend(self, sync: bool | None, force_send: bool) -> tuple[Any, bool]:
+        """The backend and whether to wait, resolved once per (sync, force_send) shape;
+        the runtime's test-mode override is read each time (tests switch it on and off)."""
         runtime = self.runtime
-        backend_name = self.backend_name
-        if force_send and (runtime.backend_override is None):
-            backend_name = "kafka" if sync else "kafka_async"
-        backend = runtime.backend(backend_name)
-        do_sync = backend.default_sync if sync is None else sync
+        override = runtime.backend_override
+        cache_key = (override, force_send, sync)
+        hit = self._backends.get(cache_key)
+        if hit is None:
+            backend_name = self.backend_name
+            if force_send and override is None:
+                backend_name = "kafka" if sync else "kafka_async"
+            backend = runtime.backend(backend_name)
+            hit = (backend, backend.default_sync if sync is None else sync)
+            self._backends[cache_key] = hit
+        return hit
+
+    def send(self, messages: list[Message], sync: bool | None, force_send: bool) -> None:
+        backend, do_sync = self._backend(sync, force_send)
         telemetry = self.telemetry
         step = self.max_batch_size
+        if len(messages) <= step and not telemetry.tracing_enabled:
+            self._execute(backend, messages, do_sync)
+            return
         for start in range(0, len(messages), step):
             chunk = messages[start:start + step]
             if telemetry.tracing_enabled:
@@ -244,11 +318,19 @@ class Pipeline:
         except Exception:
             self.telemetry.increment("publish_error", len(chunk), self.tags)
             raise
-        self.telemetry.increment("publish", len(chunk), self.tags)
+        if self.telemetry.metrics_enabled:
+            self.telemetry.increment("publish", len(chunk), self.tags)
 
 
 def _now() -> int:
     return int(_dt.datetime.now(_dt.timezone.utc).timestamp() * 1000)
+
+
+def _at_index(exc: SchemaValidationError, index: int, topic: str) -> SchemaValidationError:
+    """The same error, saying which message of the call it was about (as encode errors
+    already do: the field paths stay as they were)."""
+    errors = [(path, f"message {index}: {msg}") for path, msg in exc.errors]
+    return type(exc)(errors, exc.topic or topic)
 
 
 def _norm_headers(headers: Headers | Mapping[str, Any] | None) -> Headers | None:
@@ -258,11 +340,47 @@ def _norm_headers(headers: Headers | Mapping[str, Any] | None) -> Headers | None
     return [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
 
 
-class Producer:
+#: class attributes a producer's pipeline is built from: assigning one rebuilds it
+_PIPELINE_ATTRS = frozenset({"topic", "schema", "namespace", "key_config", "backend",
+                             "max_batch_size", "partition_key", "delivery_failed"})
+
+
+class _ProducerMeta(abc.ABCMeta):
+    """Drops the resolved pipeline of a producer class (and of its subclasses) when one of
+    the attributes it was built from is assigned, so ``P.topic = ...`` takes effect on the
+    next publish while ``publish`` itself checks nothing but the runtime. (ABCMeta as the
+    base, so producers can still mix in abstract base classes.)"""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in _PIPELINE_ATTRS:
+            _forget_pipelines(cls)
+
+    def __delattr__(cls, name: str) -> None:
+        super().__delattr__(name)
+        if name in _PIPELINE_ATTRS:
+            _forget_pipelines(cls)
+
+
+#: producer class -> (the runtime it was resolved for, its pipeline)
+_pipelines: dict[type, tuple[Runtime, Pipeline]] = {}
+
+
+def _forget_pipelines(cls: type) -> None:
+    todo = [cls]
+    while todo:
+        c = todo.pop()
+        _pipelines.pop(c, None)
+        todo.extend(c.__subclasses__())
+
+
+class Producer(metaclass=_ProducerMeta):
     """Base class of producers: declare the topic and schema, call ``publish``.
 
     ``key_config`` takes the Ruby Deimos shapes: ``"none"``, ``"plain"``,
-    ``{"field": "id"}`` (dotted paths allowed) or ``{"schema": "MyKey"}``.
+    ``{"field": "id"}`` (dotted paths allowed) or ``{"schema": "MyKey"}``. Class attributes
+    may be reassigned at any time (``MyProducer.topic = "other"``): the next publish uses
+    them; change a ``key_config`` dict by assigning a new one, not in place.
     """
 
     topic: ClassVar[str]
@@ -271,8 +389,6 @@ class Producer:
     key_config: ClassVar[Any] = "none"
     backend: ClassVar[str | None] = None
     max_batch_size: ClassVar[int | None] = None
-
-    _deimos_pipeline: ClassVar[tuple[Runtime, tuple[Any, ...], Pipeline]]
 
     @classmethod
     def partition_key(cls, payload: Any) -> Any:
@@ -287,29 +403,28 @@ class Producer:
 
     @classmethod
     def _pipeline(cls) -> Pipeline:
+        entry = _pipelines.get(cls)
+        if entry is not None and entry[0] is _runtime_mod._runtime:
+            return entry[1]
         runtime = get_runtime()
-        entry = cls.__dict__.get("_deimos_pipeline")
-        # the class attributes are part of the key: assigning ``P.topic = ...`` takes effect
-        declared = (cls.topic, cls.schema, cls.namespace, repr(cls.key_config), cls.backend,
-                    cls.max_batch_size)
-        if entry is None or entry[0] is not runtime or entry[1] != declared:
-            overridden = cls.partition_key.__func__ is not Producer.partition_key.__func__  # type: ignore[attr-defined]
-            on_error = cls.delivery_failed.__func__ is not Producer.delivery_failed.__func__  # type: ignore[attr-defined]
-            pipeline = Pipeline(
-                runtime,
-                name=cls.__name__,
-                topic=cls.topic,
-                schema=cls.schema,
-                namespace=cls.namespace,
-                key_config=KeyConfig.model_validate(cls.key_config),
-                backend=cls.backend,
-                max_batch_size=cls.max_batch_size,
-                partition_key_fn=cls.partition_key if overridden else None,
-                on_error=cls.delivery_failed if on_error else None,
-            )
-            cls._deimos_pipeline = (runtime, declared, pipeline)
-            return pipeline
-        return entry[2]
+        if entry is not None and entry[0] is runtime:
+            return entry[1]
+        overridden = cls.partition_key.__func__ is not Producer.partition_key.__func__  # type: ignore[attr-defined]
+        on_error = cls.delivery_failed.__func__ is not Producer.delivery_failed.__func__  # type: ignore[attr-defined]
+        pipeline = Pipeline(
+            runtime,
+            name=cls.__name__,
+            topic=cls.topic,
+            schema=cls.schema,
+            namespace=cls.namespace,
+            key_config=KeyConfig.model_validate(cls.key_config),
+            backend=cls.backend,
+            max_batch_size=cls.max_batch_size,
+            partition_key_fn=cls.partition_key if overridden else None,
+            on_error=cls.delivery_failed if on_error else None,
+        )
+        _pipelines[cls] = (runtime, pipeline)
+        return pipeline
 
     @classmethod
     def publish(
@@ -323,11 +438,13 @@ class Producer:
         force_send: bool = False,
     ) -> list[Message]:
         """Publish one message (``payload=None`` with a ``key`` is a tombstone)."""
-        return cls.publish_list(
-            [payload], keys=None if key is None else [key], headers=headers,
-            partition_keys=None if partition_key is None else [partition_key],
-            sync=sync, force_send=force_send,
-        )
+        if _disabled_all or (_disabled_classes and _class_disabled(cls)):
+            return []
+        entry = _pipelines.get(cls)
+        if entry is not None and entry[0] is _runtime_mod._runtime:
+            return entry[1].publish_one(payload, key, headers, partition_key, sync, force_send)
+        return cls._pipeline().publish_one(payload, key, headers, partition_key, sync,
+                                           force_send)
 
     @classmethod
     def publish_list(
@@ -344,18 +461,21 @@ class Producer:
 
         Everything is validated and encoded before the first message is sent.
         """
-        if producers_disabled(cls):
+        if _disabled_all or (_disabled_classes and _class_disabled(cls)):
             return []
         payloads = payloads if isinstance(payloads, list) else list(payloads)
         if not payloads:
             return []
         pipeline = cls._pipeline()
+        if pipeline.disabled:
+            return []
         messages = pipeline.build(payloads, keys, headers, partition_keys)
         pipeline.send(messages, sync, force_send)
         return messages
 
 
-_topic_pipelines: dict[tuple[int, str], Pipeline] = {}
+#: ``deimos.produce`` pipelines per topic, for the runtime they were built for
+_topic_pipelines: dict[str, Pipeline] = {}
 
 
 def produce(
@@ -371,7 +491,7 @@ def produce(
     if producers_disabled():
         return []
     runtime = get_runtime()
-    pipeline = _topic_pipelines.get((id(runtime), topic))
+    pipeline = _topic_pipelines.get(topic)
     if pipeline is None or pipeline.runtime is not runtime:
         ts = _topic_settings(runtime, topic)
         pipeline = Pipeline(
@@ -379,8 +499,9 @@ def produce(
             namespace=ts.namespace, key_config=ts.key_config, backend=ts.backend,
             max_batch_size=None,
         )
-        _topic_pipelines.clear()
-        _topic_pipelines[(id(runtime), topic)] = pipeline
+        if any(p.runtime is not runtime for p in _topic_pipelines.values()):
+            _topic_pipelines.clear()  # built for earlier settings
+        _topic_pipelines[topic] = pipeline
     payloads = messages if isinstance(messages, list) else list(messages)
     built = pipeline.build(payloads, keys, headers, None)
     pipeline.send(built, sync, force_send)

@@ -1,10 +1,23 @@
 """The ``kafka`` (synchronous) and ``kafka_async`` producer backends, on confluent-kafka.
 
-One librdkafka producer per distinct connection configuration is shared by every producer
-class and thread (librdkafka's producer is thread-safe, and one per config keeps batching
-efficient). ``delivery.report.only.error`` is on, so a successful message costs no Python
-callback; failures reach the per-batch collector (sync) or ``context.on_error``, the log and
-the ``publish_error`` metric (async).
+Two librdkafka producers per distinct connection configuration, each shared by every
+producer class and thread (librdkafka's producer is thread-safe, and one per config keeps
+batching efficient):
+
+* the **asynchronous** one has ``delivery.report.only.error`` on, so a successful message
+  costs no Python callback; failures reach ``context.on_error``, the log and the
+  ``publish_error`` metric;
+* the **synchronous** one reports every delivery, so a synchronous publish waits for the
+  reports of exactly its own messages and fails only for its own failures. It is a producer
+  of its own because librdkafka decides per producer, not per message, whether successes are
+  reported: one producer for both would either cost every asynchronous message a Python
+  callback or make a synchronous caller wait on everybody's traffic (``flush``).
+
+Order is kept per key among the messages of one kind; a key published both synchronously
+and asynchronously from one process may interleave.
+
+Everything that depends only on settings (the librdkafka configuration, the pool key) is
+computed once per settings object, so a per-message ``publish`` pays a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -26,9 +39,16 @@ from deimos.partitioner import murmur2_partition
 
 log = logging.getLogger("deimos.backends.kafka")
 
+#: librdkafka logs go through Python logging under this logger
+LIBRDKAFKA_LOGGER = logging.getLogger("deimos.librdkafka")
+
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """The librdkafka producer configuration deimos uses for ``settings``."""
+    """The librdkafka producer configuration deimos uses for ``settings`` (a fresh dict)."""
+    return dict(_config_entry(settings)[1])
+
+
+def _build_config(settings: Settings) -> dict[str, Any]:
     conf = settings.kafka.client_config()
     conf.setdefault("bootstrap.servers", "localhost:9092")
     conf.update({
@@ -42,15 +62,42 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-class _SharedProducer:
-    """A librdkafka producer plus a thread that serves its callbacks while idle."""
+# settings object -> (settings, config, pool key): settings are immutable once built, so
+# everything derived from them is computed once; bounded because tests make many
+_configs: dict[int, tuple[Settings, dict[str, Any], str]] = {}
 
-    def __init__(self, conf: dict[str, Any]) -> None:
+
+def _config_entry(settings: Settings) -> tuple[Settings, dict[str, Any], str]:
+    entry = _configs.get(id(settings))
+    if entry is None or entry[0] is not settings:
+        conf = _build_config(settings)
+        key = repr(sorted((k, repr(v)) for k, v in conf.items()))
+        if len(_configs) > 64:
+            _configs.clear()
+        entry = _configs[id(settings)] = (settings, conf, key)
+    return entry
+
+
+class SharedProducer:
+    """A librdkafka producer plus a thread that serves its callbacks.
+
+    ``reports``: whether every delivery is reported (the synchronous producer) or only
+    failures (the asynchronous one).
+    """
+
+    def __init__(self, conf: dict[str, Any], *, reports: bool = False) -> None:
         #: set when librdkafka reports a fatal error (e.g. an idempotent producer whose state
         #: the broker lost): such a producer fails every later message, so it is replaced
         self.fatal: KafkaError | None = None
-        self.producer = Producer({**conf, "error_cb": self._on_error,
-                                  "logger": logging.getLogger("deimos.librdkafka")})
+        #: the last error librdkafka reported (named when a synchronous publish times out)
+        self.last_error: KafkaError | None = None
+        self.reports = reports
+        self.closed = False
+        self.bootstrap = str(conf.get("bootstrap.servers", ""))
+        conf = {**conf, "error_cb": self._on_error, "logger": LIBRDKAFKA_LOGGER}
+        if reports:
+            conf["delivery.report.only.error"] = False
+        self.producer = Producer(conf)
         self._stop = threading.Event()
         self._partitions: dict[str, tuple[int, float]] = {}
         self._thread = threading.Thread(target=self._poll_loop, name="deimos-producer-poll",
@@ -58,6 +105,7 @@ class _SharedProducer:
         self._thread.start()
 
     def _on_error(self, err: KafkaError) -> None:
+        self.last_error = err
         if err.fatal():
             log.error("the Kafka producer hit a fatal error and will be replaced: %s", err)
             self.fatal = err
@@ -65,9 +113,10 @@ class _SharedProducer:
             log.warning("Kafka producer: %s", err)
 
     def _poll_loop(self) -> None:
+        poll = self.producer.poll
         while not self._stop.is_set():
             try:
-                self.producer.poll(0.1)
+                poll(0.1)
             except Exception:  # pragma: no cover - a callback bug must not stop polling
                 log.exception("error while serving producer callbacks")
 
@@ -85,7 +134,34 @@ class _SharedProducer:
         self._partitions[topic] = (count, now)
         return count
 
+    def produce_all(self, topic: str, messages: Sequence[Message], callback: Any
+                    ) -> list[tuple[Message, KafkaException]]:
+        """Queue ``messages``, waiting while librdkafka's local queue is full; the messages
+        it refused (e.g. larger than ``message.max.bytes``) with their errors."""
+        produce = self.producer.produce
+        refused: list[tuple[Message, KafkaException]] = []
+        count = None
+        for m in messages:
+            partition = -1
+            if m.partition_key is not None:
+                if count is None:
+                    count = self.partition_count(topic)
+                partition = murmur2_partition(m.partition_key, count)
+            while True:
+                try:
+                    produce(topic, m.encoded_payload, m.encoded_key, partition, callback,
+                            headers=m.headers)  # type: ignore[arg-type]
+                    break
+                except BufferError:
+                    # local queue full: the poll thread serves callbacks meanwhile
+                    time.sleep(0.005)
+                except KafkaException as exc:
+                    refused.append((m, exc))
+                    break
+        return refused
+
     def close(self, timeout: float) -> int:
+        self.closed = True
         remaining = self.producer.flush(timeout)
         self._stop.set()
         self._thread.join(timeout=1)
@@ -93,7 +169,7 @@ class _SharedProducer:
 
 
 _pool_lock = threading.Lock()
-_pool: dict[tuple[tuple[str, str], ...], _SharedProducer] = {}
+_pool: dict[tuple[str, bool], SharedProducer] = {}
 _exit_flush_timeout = 30.0
 _atexit_registered = False
 
@@ -105,24 +181,32 @@ def _flush_at_exit() -> None:
         log.error("%d message(s) were still undelivered at exit", remaining)
 
 
-def shared_producer(settings: Settings) -> _SharedProducer:
-    global _atexit_registered, _exit_flush_timeout
-    conf = producer_config(settings)
-    key = tuple(sorted((k, repr(v)) for k, v in conf.items()))
-    sp = _pool.get(key)
+def shared_producer(settings: Settings, *, reports: bool = False) -> SharedProducer:
+    """The shared producer for ``settings``: asynchronous (failures reported only) by
+    default, synchronous (every delivery reported) with ``reports``. A producer that hit a
+    fatal error is replaced here."""
+    pool_key = (_config_entry(settings)[2], reports)
+    sp = _pool.get(pool_key)
     if sp is None or sp.fatal is not None:
-        with _pool_lock:
-            sp = _pool.get(key)
-            if sp is not None and sp.fatal is not None:
-                broken = sp
-                sp = None
-                threading.Thread(target=broken.close, args=(0,), daemon=True).start()
-            if sp is None:
-                sp = _pool[key] = _SharedProducer(conf)
-                _exit_flush_timeout = settings.producers.flush_timeout
-                if not _atexit_registered:
-                    atexit.register(_flush_at_exit)
-                    _atexit_registered = True
+        sp = _replace(settings, pool_key)
+    return sp
+
+
+def _replace(settings: Settings, pool_key: tuple[str, bool]) -> SharedProducer:
+    global _atexit_registered, _exit_flush_timeout
+    with _pool_lock:
+        sp = _pool.get(pool_key)
+        if sp is not None and sp.fatal is not None:
+            broken = sp
+            sp = None
+            threading.Thread(target=broken.close, args=(0,), daemon=True).start()
+        if sp is None:
+            sp = _pool[pool_key] = SharedProducer(_config_entry(settings)[1],
+                                                  reports=pool_key[1])
+            _exit_flush_timeout = settings.producers.flush_timeout
+            if not _atexit_registered:
+                atexit.register(_flush_at_exit)
+                _atexit_registered = True
     return sp
 
 
@@ -139,17 +223,57 @@ def close_all(timeout: float) -> int:
     return sum(sp.close(timeout) for sp in producers)
 
 
-class _Collector:
-    """Collects the failures of one synchronous batch (called from librdkafka's thread)."""
+class _Waiter:
+    """The delivery reports of one synchronous call (called from the poll thread)."""
 
-    __slots__ = ("failures", "message_for")
+    __slots__ = ("_lock", "done", "failures", "pending")
 
-    def __init__(self) -> None:
+    def __init__(self, pending: int) -> None:
+        self.pending = pending
         self.failures: list[tuple[Any, Any]] = []
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        if not pending:
+            self.done.set()
 
     def __call__(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self.failures.append((msg, err))
+        with self._lock:
+            self.pending -= 1
+            if self.pending <= 0:
+                self.done.set()
+
+    def refused(self, n: int) -> None:
+        """``n`` messages were never queued: no report will come for them."""
+        if n:
+            with self._lock:
+                self.pending -= n
+                if self.pending <= 0:
+                    self.done.set()
+
+
+def deliver(settings: Settings, topic: str, messages: Sequence[Message],
+            timeout: float | None = None) -> None:
+    """Send ``messages`` to ``topic`` and wait for the broker's acknowledgement of exactly
+    these messages (other threads' traffic is not waited for); raises :class:`PublishError`
+    naming the failures. Used by the ``kafka`` backend and for dead letters."""
+    timeout = settings.producers.sync_timeout if timeout is None else timeout
+    sp = shared_producer(settings, reports=True)
+    waiter = _Waiter(len(messages))
+    refused = sp.produce_all(topic, messages, waiter)
+    waiter.refused(len(refused))
+    if not waiter.done.wait(timeout):
+        last = f"; librdkafka's last error: {sp.last_error}" if sp.last_error else ""
+        raise PublishError(
+            f"{waiter.pending} of {len(messages)} message(s) to {topic!r} were not "
+            f"acknowledged within {timeout}s (kafka.bootstrap_servers {sp.bootstrap!r}"
+            f"{last})", list(refused) + list(waiter.failures))
+    failures: list[tuple[Any, Any]] = list(refused) + list(waiter.failures)
+    if failures:
+        raise PublishError(
+            f"{len(failures)} of {len(messages)} message(s) to {topic!r} were not "
+            f"delivered: {failures[0][1]}", failures)
 
 
 class _AsyncReporter:
@@ -174,6 +298,17 @@ class _AsyncReporter:
                 log.exception("on_error callback failed")
 
 
+def _async_producer(context: ProduceContext) -> tuple[SharedProducer, _AsyncReporter]:
+    """The asynchronous shared producer and the failure reporter of a produce context (a
+    pipeline's), kept on the context so a per-message publish does not look them up; a
+    producer replaced (fatal error) or closed since is looked up again."""
+    hit = context.extra.get("kafka.async")
+    if hit is None or hit[0].fatal is not None or hit[0].closed:
+        reporter = hit[1] if hit is not None else _AsyncReporter(context)
+        hit = context.extra["kafka.async"] = (shared_producer(context.settings), reporter)
+    return hit
+
+
 class KafkaBackend:
     """Sends through librdkafka; ``sync`` decides whether a call waits for acknowledgement."""
 
@@ -182,52 +317,30 @@ class KafkaBackend:
     @hookimpl
     def deimos_backend_execute(self, context: ProduceContext, messages: Sequence[Message],
                                sync: bool) -> None:
-        sp = shared_producer(context.settings)
-        produce = sp.producer.produce
-        poll = sp.producer.poll
-        topic = context.topic
-        callback: Any = _Collector() if sync else _AsyncReporter(context)
-        refused: list[tuple[Message, BaseException]] = []
-        count = None
-        for m in messages:
-            partition = -1
-            if m.partition_key is not None:
-                if count is None:
-                    count = sp.partition_count(topic)
-                partition = murmur2_partition(m.partition_key, count)
-            while True:
-                try:
-                    if m.headers:
-                        produce(topic, m.encoded_payload, m.encoded_key, partition,
-                                callback, headers=m.headers)  # type: ignore[arg-type]
-                    else:
-                        produce(topic, m.encoded_payload, m.encoded_key, partition, callback)
-                    break
-                except BufferError:
-                    poll(0.05)  # local queue full: let librdkafka drain, then retry
-                except KafkaException as exc:  # e.g. message larger than message.max.bytes
-                    refused.append((m, exc))
-                    break
-        if not sync:
-            poll(0)
-            for m, error in refused:
-                callback(error.args[0] if error.args else KafkaError(KafkaError._FAIL),
-                         _RefusedMsg(topic, m))
-            if refused:
-                raise PublishError(
-                    f"{len(refused)} message(s) to {topic!r} were refused by the client: "
-                    f"{refused[0][1]}", refused)
+        if sync:
+            deliver(context.settings, context.topic, messages)
             return
-        remaining = sp.producer.flush(context.settings.producers.sync_timeout)
-        failures: list[tuple[Any, Any]] = list(refused) + list(callback.failures)
-        if failures:
+        hit = context.extra.get("kafka.async")
+        if hit is None or hit[0].fatal is not None or hit[0].closed:
+            hit = _async_producer(context)
+        sp, reporter = hit
+        topic = context.topic
+        if len(messages) == 1 and messages[0].partition_key is None:
+            m = messages[0]  # a per-message publish: no loop, no partition lookup
+            try:
+                sp.producer.produce(topic, m.encoded_payload, m.encoded_key, -1, reporter,
+                                    headers=m.headers)  # type: ignore[arg-type]
+                return
+            except (BufferError, KafkaException):
+                pass  # queue full or refused: the general path below waits or reports
+        refused = sp.produce_all(topic, messages, reporter)
+        if refused:
+            for m, error in refused:
+                reporter(error.args[0] if error.args else KafkaError(KafkaError._FAIL),
+                         _RefusedMsg(topic, m))
             raise PublishError(
-                f"{len(failures)} of {len(messages)} message(s) to {topic!r} were not "
-                f"delivered: {failures[0][1]}", failures)
-        if remaining:
-            raise PublishError(
-                f"messages to {topic!r} were not acknowledged within "
-                f"{context.settings.producers.sync_timeout}s ({remaining} still in flight)")
+                f"{len(refused)} message(s) to {topic!r} were refused by the client: "
+                f"{refused[0][1]}", refused)
 
     @hookimpl
     def deimos_backend_flush(self, timeout: float) -> int:

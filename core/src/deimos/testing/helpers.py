@@ -230,17 +230,10 @@ def _run(processor: MessageProcessor, msgs: list[Any]) -> None:
 def _dead_letter_to_test_backend(processor: MessageProcessor) -> None:
     """Dead-lettered messages go to the ``test`` backend (with deimos's error headers), where
     ``sent_messages``/``assert_sent`` see them, instead of to the broker."""
-    from deimos.consumer import ERROR_HEADERS
 
-    def send(msg: Any, exc: BaseException, attempts: int) -> None:
-        values = [f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), msg.topic(),
-                  str(msg.partition()), str(msg.offset()), str(attempts)]
-        headers = list(msg.headers() or []) + [
-            (name, v.encode()) for name, v in zip(ERROR_HEADERS, values)]
-        topic = processor.settings.dead_letter_topic or ""
+    def send(messages: list[Message]) -> None:
         with _test_backend._lock:
-            _test_backend.sent_messages.append(Message(
-                topic, msg.value(), msg.key(), headers, None, msg.key(), msg.value()))
+            _test_backend.sent_messages.extend(messages)
 
     processor.dead_letter_sender = send
 

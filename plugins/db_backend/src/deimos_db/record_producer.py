@@ -161,7 +161,7 @@ class RecordProducer(Producer):
         cached = cls.__dict__.get("_deimos_fields")
         if cached is None or cached[0] is not pipeline:
             cached = (pipeline, {f.name: f for f in cls.schema_fields()})
-            cls._deimos_fields = cached  # type: ignore[attr-defined]
+            cls._deimos_fields = cached
         fields: dict[str, SchemaField] = cached[1]
         return fields
 
