@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_protobuf import _raw_produce_loop
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from run import Bench, bench
+from run import Bench, Run, bench
 
 import deimos
 from deimos.schema.registry import registry_client
@@ -70,31 +69,32 @@ def produce_json(b: Bench) -> dict[str, Any]:
     client = registry_client()
     text = json.dumps(SCHEMA)
 
-    def raw() -> float:
+    def raw() -> Run:
         topic = b.topic()
         sid = client.register_schema(f"{topic}-value", Schema(text, "JSON"))
         header = b"\x00" + sid.to_bytes(4, "big")
         dumps = json.dumps
-        return _raw_produce_loop(
-            b, topic, lambda r: header + dumps(r, separators=(",", ":")).encode(), records)
+        return b.raw_produce(
+            topic, records, encode=lambda r: header + dumps(r, separators=(",", ":")).encode())
 
-    def ours() -> float:
-        _GadgetProducer.topic = b.topic()
-        start = time.perf_counter()
-        for i in range(0, n, 500):
-            _GadgetProducer.publish_list(records[i:i + 500])
-        deimos.flush(60)
-        return n / (time.perf_counter() - start)
+    def ours() -> Run:
+        topic = _GadgetProducer.topic = b.topic()
 
-    result = b.alternate(raw, ours)
+        def work() -> None:
+            for i in range(0, n, 500):
+                _GadgetProducer.publish_list(records[i:i + 500])
 
-    def confluent() -> float:
+        return b.deimos_produce(topic, n, lambda: _GadgetProducer.publish(records[0]), work)
+
+    result = b.alternate(raw, ours, producer_config=b.shown_config())
+
+    def confluent() -> Run:
         topic = b.topic()
         ser = JSONSerializer(text, client)
         ctx = SerializationContext(topic, MessageField.VALUE)
-        return _raw_produce_loop(b, topic, lambda r: ser(r, ctx), records)
+        return b.raw_produce(topic, records, encode=lambda r: ser(r, ctx))
 
-    conf_rate = max(confluent() for _ in range(b.rounds))
+    conf_rate = b.median_rate(confluent)
     result["confluent_serializer"] = round(conf_rate)
     result["ratio_vs_confluent_serializer"] = round(result["deimos"] / conf_rate, 3)
     return result

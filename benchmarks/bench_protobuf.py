@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from run import Bench, bench
+from run import Bench, Run, bench
 
 import deimos
 from deimos.schema.registry import registry_client
@@ -64,24 +64,6 @@ class _GizmoProducer(deimos.Producer):
     namespace = "com.bench"
 
 
-def _raw_produce_loop(b: Bench, topic: str, encode: Any, records: list[Any]) -> float:
-    p = b.raw_producer()
-    start = time.perf_counter()
-    produce = p.produce
-    for i, rec in enumerate(records):
-        value = encode(rec)
-        while True:
-            try:
-                produce(topic, value)
-                break
-            except BufferError:
-                p.poll(0.05)
-        if i % 500 == 0:
-            p.poll(0)
-    p.flush(60)
-    return len(records) / (time.perf_counter() - start)
-
-
 @bench("produce_protobuf")
 def produce_protobuf(b: Bench) -> dict[str, Any]:
     """deimos Producer (proto_schema_registry, message objects) vs SerializeToString + header
@@ -97,29 +79,31 @@ def produce_protobuf(b: Bench) -> dict[str, Any]:
 
     schema_str = base64.standard_b64encode(cls.DESCRIPTOR.file.serialized_pb).decode()
 
-    def raw() -> float:
+    def raw() -> Run:
         topic = b.topic()
         sid = client.register_schema(f"{topic}-value", Schema(schema_str, "PROTOBUF"))
         header = b"\x00" + sid.to_bytes(4, "big") + b"\x00"  # message indexes [0]
-        return _raw_produce_loop(b, topic, lambda m: header + m.SerializeToString(), messages)
+        return b.raw_produce(topic, messages,
+                             encode=lambda m: header + m.SerializeToString())
 
-    def ours() -> float:
-        _GizmoProducer.topic = b.topic()
-        start = time.perf_counter()
-        for i in range(0, n, 500):
-            _GizmoProducer.publish_list(messages[i:i + 500])
-        deimos.flush(60)
-        return n / (time.perf_counter() - start)
+    def ours() -> Run:
+        topic = _GizmoProducer.topic = b.topic()
 
-    result = b.alternate(raw, ours)
+        def work() -> None:
+            for i in range(0, n, 500):
+                _GizmoProducer.publish_list(messages[i:i + 500])
 
-    def confluent() -> float:
+        return b.deimos_produce(topic, n, lambda: _GizmoProducer.publish(messages[0]), work)
+
+    result = b.alternate(raw, ours, producer_config=b.shown_config())
+
+    def confluent() -> Run:
         topic = b.topic()
         ser = ProtobufSerializer(cls, client, {"use.deprecated.format": False})
         ctx = SerializationContext(topic, MessageField.VALUE)
-        return _raw_produce_loop(b, topic, lambda m: ser(m, ctx), messages)
+        return b.raw_produce(topic, messages, encode=lambda m: ser(m, ctx))
 
-    conf_rate = max(confluent() for _ in range(b.rounds))
+    conf_rate = b.median_rate(confluent)
     result["confluent_serializer"] = round(conf_rate)
     result["ratio_vs_confluent_serializer"] = round(result["deimos"] / conf_rate, 3)
     return result

@@ -17,8 +17,8 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -97,87 +97,90 @@ def _warm() -> None:
 TRACEPARENT = {"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 
 
-def _compare(b: Any, run: Callable[..., float], headers: bool = False,
-             raw: Callable[..., float] | None = None, **sections: Any) -> dict[str, Any]:
+def _ratio(num: list[Any], den: list[Any]) -> float:
+    """Median over rounds of the per-round rate ratio."""
+    return round(statistics.median(a.rate / b.rate for a, b in zip(num, den)), 3)
+
+
+def _compare(b: Any, run: Callable[..., Any], headers: bool = False,
+             raw: Callable[..., Any] | None = None, **sections: Any) -> dict[str, Any]:
     """Alternate runs with and without telemetry (``headers``: also without telemetry but
-    with the trace header set by hand; ``raw``: also a raw loop with and without it)."""
-    def off() -> float:
+    with the trace header set by hand; ``raw``: also a raw loop with and without it).
+    Each deimos variant configures afresh, so its producer is warmed up inside ``run``."""
+    def off() -> Any:
         b.configure(**sections)
         return run()
 
-    def off_headers() -> float:
+    def off_headers() -> Any:
         b.configure(**sections)
         return run(TRACEPARENT)
 
-    def on() -> float:
+    def on() -> Any:
         b.configure(**sections, **_sections(True))
         _warm()
         return run()
 
-    variants: dict[str, Callable[[], float]] = {"without": off, "with_telemetry": on}
+    variants: dict[str, Callable[[], Any]] = {"without": off, "with_telemetry": on}
     if headers:
         variants["without_same_headers"] = off_headers
     if raw is not None:
         variants["raw"] = raw
         variants["raw_header"] = lambda: raw(list(TRACEPARENT.items()))
-    rates: dict[str, list[float]] = {k: [] for k in variants}
-    cpu: dict[str, list[float]] = {"without": [], "with_telemetry": []}
-    for _ in range(b.rounds):
-        for name, fn in variants.items():
+    runs: dict[str, list[Any]] = {k: [] for k in variants}
+    order = list(variants)
+    for r in range(b.rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
             gc.collect()
-            b.last_cpu_per_message = None
-            rates[name].append(fn())
-            if name in cpu and b.last_cpu_per_message is not None:
-                cpu[name].append(b.last_cpu_per_message)
-    best = {k: max(v) for k, v in rates.items()}
-    out: dict[str, Any] = {k: round(v) for k, v in best.items()}
-    out["ratio"] = round(best["with_telemetry"] / best["without"], 3)
-    if cpu["without"] and cpu["with_telemetry"]:
+            runs[name].append(_run._as_run(variants[name]()))
+    out: dict[str, Any] = {k: round(statistics.median(x.rate for x in v))
+                           for k, v in runs.items()}
+    out["ratio"] = _ratio(runs["with_telemetry"], runs["without"])
+    cpu = {k: [x.cpu for x in runs[k]] for k in ("without", "with_telemetry")}
+    if all(c is not None for v in cpu.values() for c in v):
         # the deimos thread's CPU per message, without over with (1.0: telemetry costs none)
-        out["cpu_us_per_message"] = {k: round(min(v) * 1e6, 2) for k, v in cpu.items()}
-        out["cpu_ratio"] = round(min(cpu["without"]) / min(cpu["with_telemetry"]), 3)
+        med = {k: statistics.median(v) for k, v in cpu.items()}
+        out["cpu_us_per_message"] = {k: round(v * 1e6, 2) for k, v in med.items()}
+        out["cpu_ratio"] = round(med["without"] / med["with_telemetry"], 3)
     if headers:
-        out["ratio_same_headers"] = round(
-            best["with_telemetry"] / best["without_same_headers"], 3)
+        out["ratio_same_headers"] = _ratio(runs["with_telemetry"], runs["without_same_headers"])
     if raw is not None:
-        out["raw_header_ratio"] = round(best["raw_header"] / best["raw"], 3)
+        out["raw_header_ratio"] = _ratio(runs["raw_header"], runs["raw"])
     out.update(messages=b.messages, rounds=b.rounds)
     return out
 
 
 def _publish_run(b: Any, producer: type[deimos.Producer], payloads: list[Any],
-                 keys: list[Any] | None, headers: dict[str, bytes] | None) -> float:
-    """Messages/s of ``publish_list`` in chunks of 500 plus ``flush`` to a new topic; the
-    thread's CPU per message goes to ``b.last_cpu_per_message``."""
-    producer.topic = b.topic()
+                 keys: list[Any], headers: dict[str, bytes] | None,
+                 per_message: bool = False) -> Any:
+    """A deimos produce pass to a new topic (``publish_list`` in chunks of 500, or
+    ``publish`` per message), warmed up and its count verified as every produce benchmark."""
+    topic = producer.topic = b.topic()
     n = len(payloads)
-    start, cpu = time.perf_counter(), time.thread_time()
-    for i in range(0, n, 500):
-        producer.publish_list(payloads[i:i + 500],
-                              keys=None if keys is None else keys[i:i + 500], headers=headers)
-    deimos.flush(60)
-    b.last_cpu_per_message = (time.thread_time() - cpu) / n
-    return n / (time.perf_counter() - start)
+    if per_message:
+        def work() -> None:
+            publish = producer.publish
+            for i in range(n):
+                publish(payloads[i], key=keys[i], headers=headers)
+    else:
+        def work() -> None:
+            for i in range(0, n, 500):
+                producer.publish_list(payloads[i:i + 500], keys=keys[i:i + 500],
+                                      headers=headers)
+    return b.deimos_produce(topic, n, lambda: producer.publish(payloads[0], key="w"), work)
 
 
 @_run.bench("produce_plain_telemetry")
 def produce_plain_telemetry(b: Any) -> dict[str, Any]:
     """produce_plain (kafka_async, keyed, 100-byte values, 500 per publish_list)."""
     n = b.messages
-    values = [_run.VALUE] * n
-    keys = [f"key-{i % 1000}" for i in range(n)]
+    values, keys = _run._plain(n)
+    producer = _run._PlainProducer
 
-    class Bench(deimos.Producer):
-        key_config = "plain"
+    def run(headers: dict[str, bytes] | None = None) -> Any:
+        return _publish_run(b, producer, values, keys, headers)
 
-    def run(headers: dict[str, bytes] | None = None) -> float:
-        return _publish_run(b, Bench, values, keys, headers)
-
-    raw_values = [v.encode() for v in values]
-    raw_keys = [k.encode() for k in keys]
-
-    def raw(headers: list[tuple[str, bytes]] | None = None) -> float:
-        return b.raw_produce(b.topic(), raw_values, raw_keys, headers=headers)
+    def raw(headers: list[tuple[str, bytes]] | None = None) -> Any:
+        return b.raw_produce(b.topic(), values, keys=keys, headers=headers)
 
     return _compare(b, run, headers=True, raw=raw, producers={"backend": "kafka_async"})
 
@@ -190,24 +193,36 @@ def consume_batch_plain_telemetry(b: Any) -> dict[str, Any]:
     return _compare(b, lambda: b.deimos_consume(_run._NoopBatch, topic, n))
 
 
-@_run.bench("produce_avro_telemetry")
-def produce_avro_telemetry(b: Any) -> dict[str, Any]:
-    """produce_avro (avro_schema_registry on mock://, 6-field record, 500 per publish_list)."""
+def _produce_avro_telemetry(b: Any, per_message: bool) -> dict[str, Any]:
     import bench_avro
 
     n = b.messages
     records = bench_avro._records(n)
+    keys = bench_avro._keys(n)
     producer = bench_avro._WidgetProducer
 
-    def run(headers: dict[str, bytes] | None = None) -> float:
-        return _publish_run(b, producer, records, None, headers)
+    def run(headers: dict[str, bytes] | None = None) -> Any:
+        return _publish_run(b, producer, records, keys, headers, per_message)
 
     client = bench_avro._configure(b)
 
-    def raw(headers: list[tuple[str, bytes]] | None = None) -> float:
-        return bench_avro.raw_avro_produce(b, client, records, headers)
+    def raw(headers: list[tuple[str, bytes]] | None = None) -> Any:
+        return bench_avro.raw_avro_produce(b, client, records, keys, headers)
 
     return _compare(b, run, headers=True, raw=raw, **bench_avro.avro_sections())
+
+
+@_run.bench("produce_avro_telemetry")
+def produce_avro_telemetry(b: Any) -> dict[str, Any]:
+    """produce_avro (avro_schema_registry on mock://, keyed 6-field records, 500 per
+    publish_list)."""
+    return _produce_avro_telemetry(b, per_message=False)
+
+
+@_run.bench("produce_avro_message_telemetry")
+def produce_avro_message_telemetry(b: Any) -> dict[str, Any]:
+    """produce_avro_message (``publish`` once per keyed 6-field record)."""
+    return _produce_avro_telemetry(b, per_message=True)
 
 
 @_run.bench("consume_batch_avro_telemetry")
