@@ -40,9 +40,13 @@ config = {{ "session.timeout.ms" = 6000, "heartbeat.interval.ms" = 1000 }}
     return cfg
 
 
-def _start(cfg: Path, out: Path, sleep: float) -> subprocess.Popen[bytes]:
+def _start(cfg: Path, out: Path, sleep: float = 0.0, gate: Path | None = None,
+           hold_after: int = 0) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TESTAPP_OUT": str(out), "TESTAPP_SLEEP": str(sleep),
            "PYTHONPATH": f"{APP_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if gate is not None:
+        env.update(TESTAPP_GATE=str(gate), TESTAPP_HOLD_AFTER=str(hold_after),
+                   TESTAPP_STARTED=str(out.with_suffix(".started")))
     return subprocess.Popen(
         [sys.executable, "-m", "deimos", "--config", str(cfg), "run"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -63,13 +67,17 @@ def test_sigterm_during_a_batch_finishes_it_commits_and_exits_in_time(
         deimos_kafka, deimos_topic, tmp_path):
     topic, group = deimos_topic(), f"g-{uuid.uuid4().hex[:8]}"
     _produce(deimos_kafka, topic, 200)
-    out = tmp_path / "out.txt"
-    proc = _start(_config(tmp_path, deimos_kafka, topic, group, 20), out, sleep=1.0)
+    out, gate = tmp_path / "out.txt", tmp_path / "gate"
+    # after the first 20 messages, the next batch waits inside the handler at the gate
+    proc = _start(_config(tmp_path, deimos_kafka, topic, group, 20), out, gate=gate,
+                  hold_after=20)
     try:
-        wait_for(lambda: len(_lines(out)) >= 20, timeout=60, what="first batch")
-        time.sleep(0.3)  # the next batch is now sleeping inside the handler
+        wait_for(lambda: _lines(out.with_suffix(".started")), timeout=60,
+                 what="a batch inside the handler")
+        [in_flight] = _lines(out.with_suffix(".started"))
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
+        gate.touch()  # the in-flight batch may now finish: the stop must wait for it
         code = proc.wait(30)
         took = time.monotonic() - sent
     finally:
@@ -79,7 +87,7 @@ def test_sigterm_during_a_batch_finishes_it_commits_and_exits_in_time(
     assert code == 0, output
     assert took < 15, f"took {took:.1f}s"
     handled = _lines(out)
-    assert len(handled) % 20 == 0 and len(handled) >= 40, "the in-flight batch finished"
+    assert in_flight in handled, "the in-flight batch finished"
     assert committed(deimos_kafka, group, topic) == len(handled)
 
 
@@ -87,16 +95,18 @@ def test_sigkilled_consumer_loses_nothing_after_restart(deimos_kafka, deimos_top
     topic, group = deimos_topic(), f"g-{uuid.uuid4().hex[:8]}"
     n = 2000
     _produce(deimos_kafka, topic, n)
-    out = tmp_path / "out.txt"
+    out, gate = tmp_path / "out.txt", tmp_path / "gate-never-opened"
     cfg = _config(tmp_path, deimos_kafka, topic, group, 100)
-    proc = _start(cfg, out, sleep=0.05)
+    # held inside a batch once 300 are handled: killed mid-run, whatever the machine's speed
+    proc = _start(cfg, out, gate=gate, hold_after=300)
     try:
-        wait_for(lambda: len(_lines(out)) >= 300, timeout=60, what="some progress")
+        wait_for(lambda: _lines(out.with_suffix(".started")), timeout=60,
+                 what="the consumer to be held mid-run")
         proc.kill()  # SIGKILL: no chance to commit
         proc.wait(10)
         before = len(_lines(out))
-        assert before < n, "killed before the end"
-        proc = _start(cfg, out, sleep=0)
+        assert 300 <= before < n, "killed mid-run"
+        proc = _start(cfg, out)
         wait_for(lambda: set(_lines(out)) >= {str(i) for i in range(n)}, timeout=90,
                  what="every message")
     finally:

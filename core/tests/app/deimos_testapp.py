@@ -2,6 +2,11 @@
 
 It appends every payload to the file in ``$TESTAPP_OUT`` and fsyncs before returning, so the
 file is a witness of what was handled before offsets were stored.
+
+The tests control the race with the process through a gate instead of sleeps: once the
+consumer has handled ``$TESTAPP_HOLD_AFTER`` messages, each later batch first notes its first
+payload in ``$TESTAPP_STARTED`` and then waits until the file ``$TESTAPP_GATE`` exists (a gate
+that is never opened holds the consumer inside a batch for as long as the test needs).
 """
 
 from __future__ import annotations
@@ -13,10 +18,22 @@ from typing import Any
 from deimos.consumer import BatchConsumer
 
 
+def _append(path: str, text: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class RecordingConsumer(BatchConsumer):
+    handled = 0
+
     def consume_batch(self, payloads: list[Any], metadata: Any) -> None:
+        gate = os.environ.get("TESTAPP_GATE")
+        if gate and self.handled >= int(os.environ.get("TESTAPP_HOLD_AFTER", "0")):
+            _append(os.environ["TESTAPP_STARTED"], f"{payloads[0]}\n")
+            while not os.path.exists(gate):
+                time.sleep(0.01)
         time.sleep(float(os.environ.get("TESTAPP_SLEEP", "0")))
-        with open(os.environ["TESTAPP_OUT"], "a") as fh:
-            fh.write("".join(f"{p}\n" for p in payloads))
-            fh.flush()
-            os.fsync(fh.fileno())
+        _append(os.environ["TESTAPP_OUT"], "".join(f"{p}\n" for p in payloads))
+        self.handled += len(payloads)
