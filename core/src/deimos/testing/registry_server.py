@@ -22,7 +22,9 @@ server is installable from PyPI, so this is how CI tests the client side of the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +50,9 @@ class RegistryServer:
         self._fault: tuple[int, Any] | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        #: open client connections (HTTP/1.1 keep-alive), closed by :meth:`stop`
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -67,11 +72,17 @@ class RegistryServer:
         return self
 
     def stop(self) -> None:
-        """Close the port: clients get connection refused until :meth:`start`."""
+        """Close the port and every open connection: clients get connection refused (or a
+        reset kept-alive connection) until :meth:`start`."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._conn_lock:
+            for conn in self._connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self._connections.clear()
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
@@ -134,6 +145,17 @@ class RegistryServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with owner._conn_lock:
+                    owner._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with owner._conn_lock:
+                    owner._connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the tests read ``requests``, not stderr

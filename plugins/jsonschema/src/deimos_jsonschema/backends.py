@@ -50,9 +50,10 @@ def json_encoder(orjson: Any = None) -> Callable[[Any], bytes]:
     """The JSON encoder confluent-kafka's ``JSONSerializer`` uses in this environment, so both
     write the same bytes: orjson's ``dumps`` when orjson imports (confluent-kafka's
     ``json-fast`` extra installs it), else the standard library with compact separators and
-    non-ASCII kept. The two differ in floats with exponents (orjson ``1.5e-7``, stdlib
-    ``1.5e-07``; ``1e+16`` vs ``1e16``) and in what they refuse (orjson: integers beyond 64
-    bits, non-string keys; stdlib writes ``NaN`` where orjson writes ``null``)."""
+    non-ASCII kept. The two differ in floats below 1e-4 (orjson ``1.5e-7`` and ``0.00001``,
+    the standard library ``1.5e-07`` and ``1e-05``), in ``NaN``/``Infinity`` (orjson writes
+    ``null``) and in integers beyond 64 bits (orjson refuses them); everything else is the
+    same byte for byte."""
     if orjson is not None:
         return orjson.dumps  # type: ignore[no-any-return]
     encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
