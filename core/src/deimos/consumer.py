@@ -452,8 +452,8 @@ class MessageProcessor:
         partition = first.partition()
         try:
             payloads, keys, decode_errors = self.decode(topic, msgs)
-        except TransientError as exc:
-            return 0, exc, first.offset()
+        except TransientError as waiting:
+            return 0, waiting, first.offset()
         tags = self.tagset(topic, partition)
         tel = self.telemetry
         self._log_payloads(topic, partition, msgs, payloads, keys)

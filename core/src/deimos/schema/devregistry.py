@@ -344,7 +344,7 @@ def _client_class() -> type:
             template = self._rest_client
             template.session.close()
             self.store = RegistryStore(path_of(url))
-            self._rest_client = _StoreRestClient(self.store, template)
+            self._rest_client = _StoreRestClient(self.store, template)  # type: ignore[assignment]
             self._conf = {**conf, "url": url}
 
     return DevRegistryClient

@@ -55,7 +55,7 @@ def json_encoder(orjson: Any = None) -> Callable[[Any], bytes]:
     ``null``) and in integers beyond 64 bits (orjson refuses them); everything else is the
     same byte for byte."""
     if orjson is not None:
-        return orjson.dumps  # type: ignore[no-any-return]
+        return orjson.dumps
     encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     return lambda value: encode(value).encode()
 
