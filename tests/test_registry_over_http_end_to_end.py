@@ -26,6 +26,7 @@ import deimos
 from deimos.consumer import Consumer, ConsumerLoop, resolve_settings
 from deimos.schema.registry import RegistryUnavailableError, reset_clients
 from deimos.testing.broker import GROUP_TIMEOUTS
+from deimos.testing.consumers import consumer_thread
 from deimos.testing.registry_server import RegistryServer
 from deimos_avro import clear_cache
 
@@ -117,30 +118,10 @@ def _configure(bootstrap: str, url: str, **schema: Any) -> None:
 
 def _run(settings: Any, until: Callable[[], bool], during: Callable[[], None] = lambda: None
          ) -> ConsumerLoop:
-    loop = ConsumerLoop(Collect, settings)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with consumer_thread(Collect, settings) as running:
         during()
-        done = threading.Event()
-        for _ in range(600):  # bounded: 60 s
-            if until() or errors:
-                done.set()
-                break
-            done.wait(0.1)
-        assert done.is_set() and not errors, errors or "consumer did not finish"
-    finally:
-        loop.stop()
-        thread.join(30)
-    return loop
+        running.wait(until, what="every message handled")
+    return running.loop
 
 
 def _settings(topic: str, dlq: str) -> Any:
