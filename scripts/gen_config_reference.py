@@ -85,7 +85,11 @@ DESCRIPTIONS: dict[str, str] = {
     "ConsumerSettings.use_schema_classes": "hand generated schema classes to the handler "
                                            "(default `schema.use_schema_classes`)",
     "ConsumerSettings.disabled": "do not start this consumer",
-    "SchemaSettings.registry_url": "schema registry URL (credentials in it are masked)",
+    "SchemaSettings.registry_url": (
+        "schema registry URL: `http(s)://...` (user info in it is sent as basic auth, never in "
+        "the URL), `mock://NAME` (in-memory, one process), `file://PATH` (the development "
+        "registry, shared by local processes; `deimos run`/`tail`/`demo` use it when this is "
+        "unset)"),
     "SchemaSettings.user": "schema registry user",
     "SchemaSettings.password": "schema registry password (secret)",
     "SchemaSettings.path": "directory of local schema files",

@@ -26,11 +26,26 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
     ctx.obj["config_file"] = config_file
 
 
-def load_settings(ctx: click.Context) -> _config.LoadedSettings:
-    """Configure deimos from the command line's file and the environment."""
+def load_settings(ctx: click.Context, *, dev_registry: bool = False
+                  ) -> _config.LoadedSettings:
+    """Configure deimos from the command line's file and the environment.
+
+    ``dev_registry``: when no source sets ``schema.registry_url``, use the development
+    registry (:mod:`deimos.schema.devregistry`, a file every local process shares) instead of
+    the in-process ``mock://`` default, so what ``deimos run``, the demo and an app wrote can be
+    decoded by ``deimos tail`` in another process.
+    """
     file = (ctx.find_root().obj or {}).get("config_file")
     _config.configure(file=file) if file else _config.configure()
-    return _config.current()
+    loaded = _config.current()
+    if dev_registry and "schema.registry_url" not in loaded.sources:
+        from deimos.schema import devregistry
+
+        schema = {"registry_url": devregistry.default_url()}
+        _config.configure(file=file, schema=schema) if file else _config.configure(
+            schema=schema)
+        loaded = _config.current()
+    return loaded
 
 
 @cli.command()

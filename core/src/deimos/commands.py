@@ -26,7 +26,14 @@ def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
     from deimos import lag, runner
 
     _logging(log_level)
-    load_settings(ctx)
+    from deimos.schema import devregistry
+
+    loaded = load_settings(ctx, dev_registry=True)
+    if loaded.settings.schema.registry_url == devregistry.default_url():
+        logging.getLogger("deimos").info(
+            "schema.registry_url is not set: using the development registry %s (shared by "
+            "local processes; set schema.registry_url in production)",
+            loaded.settings.schema.registry_url)
     clean = runner.run(list(consumers) or None, extra=lag.reporter_factories())
     if not clean:
         click.echo("deimos: shutdown timed out; exiting anyway", err=True)
@@ -42,8 +49,8 @@ def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
 @click.option("--log-level", default="warning", show_default=True)
 @click.pass_context
 def demo(ctx: click.Context, messages: int | None, keep_running: bool, log_level: str) -> None:
-    """Run the demo service end to end (embedded broker, SQLite and mock:// registry unless
-    configured)."""
+    """Run the demo service end to end (embedded broker, SQLite and the development schema
+    registry unless configured)."""
     import importlib.util
 
     _logging(log_level)

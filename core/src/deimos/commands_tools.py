@@ -45,7 +45,7 @@ def tail(ctx: click.Context, topic: str, num_messages: int, schema: str | None,
     commits nothing, so it is safe against a live service's topics."""
     from deimos.inline import get_messages_for
 
-    load_settings(ctx)
+    load_settings(ctx, dev_registry=True)
     kc: Any = key_config
     if key_config and ":" in key_config:
         kind, _, name = key_config.partition(":")

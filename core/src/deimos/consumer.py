@@ -10,7 +10,11 @@ exponential backoff while its partition is paused (other partitions keep flowing
 ``on_error`` decides: ``raise`` (default: the runnable stops and restarts from the last
 committed offset, nothing is lost), ``dead_letter`` (the original bytes, key and headers plus
 error headers go to ``dead_letter_topic``) or ``skip`` (logged and counted). A message that
-cannot be decoded skips the retries and goes straight to ``on_error``.
+cannot be decoded skips the retries and goes straight to ``on_error``. A *transient* decode
+failure (:class:`~deimos.errors.TransientError`: the schema registry is unreachable, times out
+or answers 5xx/429) is not the message's fault: the partition is paused and the same messages
+are retried with backoff until it passes, never counted against ``retry.attempts`` and never
+dead-lettered or skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from deimos.config import ConsumerSettings, KeyConfig, Settings
-from deimos.errors import DecodeError, DeimosError, PublishError
+from deimos.errors import DecodeError, DeimosError, PublishError, TransientError
 from deimos.message import Message
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
 
@@ -329,18 +333,23 @@ class MessageProcessor:
                ) -> tuple[list[Any], list[Any] | None, dict[int, BaseException]]:
         """Payloads, decoded keys (``None``: raw keys, read lazily) and the index -> error of
         every message that failed to decode. One backend call per batch; per message only
-        when the batch call failed, to find the culprits."""
+        when the batch call failed, to find the culprits. A :class:`TransientError` is
+        raised, not recorded: the whole batch waits for the service it needs."""
         sb = self.schema_for(topic)
         ctx = sb.context
         values = list(map(_value, msgs))
         errors: dict[int, BaseException] = {}
         try:
             payloads = sb.decode(ctx, values)
+        except TransientError:
+            raise
         except Exception:
             payloads = []
             for i, v in enumerate(values):
                 try:
                     payloads.append(sb.decode(ctx, [v])[0])
+                except TransientError:
+                    raise
                 except Exception as exc:
                     errors[i] = exc if isinstance(exc, DecodeError) else DecodeError(
                         f"cannot decode the value at offset {msgs[i].offset()} on "
@@ -353,11 +362,15 @@ class MessageProcessor:
         raw_keys = list(map(_key, msgs))
         try:
             dkeys = sb.decode_key(ctx, raw_keys)
+        except TransientError:
+            raise
         except Exception:
             dkeys = []
             for i, k in enumerate(raw_keys):
                 try:
                     dkeys.append(sb.decode_key(ctx, [k])[0])
+                except TransientError:
+                    raise
                 except Exception as exc:
                     errors.setdefault(i, DecodeError(
                         f"cannot decode the key at offset {msgs[i].offset()} on {topic!r}: "
@@ -453,7 +466,8 @@ class MessageProcessor:
 
         :returns: ``(handled, error, failed_offset)``: the number of leading messages whose
             offsets may be stored; when ``error`` is set, the message at ``failed_offset``
-            must be retried (its attempt count is ``attempt_of(offset)``).
+            must be retried (its attempt count is ``attempt_of(offset)``; a
+            :class:`TransientError` is retried without counting an attempt).
         """
         self._dead = []
         try:
@@ -476,7 +490,10 @@ class MessageProcessor:
         first = msgs[0]
         topic = first.topic()
         partition = first.partition()
-        payloads, keys, decode_errors = self.decode(topic, msgs)
+        try:
+            payloads, keys, decode_errors = self.decode(topic, msgs)
+        except TransientError as waiting:
+            return 0, waiting, first.offset()
         tags = self.tagset(topic, partition)
         tel = self.telemetry
         self._log_payloads(topic, partition, msgs, payloads, keys)
@@ -713,6 +730,8 @@ class ConsumerLoop:
         self.processor = MessageProcessor(cls(), settings, self.runtime)
         self._retries: dict[tuple[str, int], _Retry] = {}
         self._attempts: dict[tuple[str, int, int], int] = {}
+        #: consecutive transient failures per partition (the backoff of an outage)
+        self._outages: dict[tuple[str, int], int] = {}
         self.consumer: KafkaConsumer | None = None
         self._multi_topic = bool(settings.topic_pattern) or len(settings.topics) != 1
         self._fatal: KafkaError | None = None
@@ -736,6 +755,7 @@ class ConsumerLoop:
         self._commit(consumer)
         for tp in partitions:
             self._retries.pop((tp.topic, tp.partition), None)
+            self._outages.pop((tp.topic, tp.partition), None)
 
     @staticmethod
     def _commit(consumer: KafkaConsumer) -> None:
@@ -823,19 +843,31 @@ class ConsumerLoop:
                 if self._attempts:
                     for m in group[:handled]:
                         self._attempts.pop((topic, partition, m.offset()), None)
+            if self._outages and not isinstance(error, TransientError):
+                self._outages.pop((topic, partition), None)
             if error is not None and failed_offset is not None:
                 self._schedule_retry(consumer, topic, partition, failed_offset, error)
 
     def _schedule_retry(self, consumer: KafkaConsumer, topic: str, partition: int,
                         offset: int, error: BaseException) -> None:
-        key = (topic, partition, offset)
-        attempt = self._attempts.get(key, 0) + 1
-        self._attempts[key] = attempt
         r = self.settings.retry
-        delay = min(r.max_backoff, r.backoff * (r.multiplier ** (attempt - 1)))
-        log.warning("consumer %s: %s[%d]@%d failed (attempt %d of %d), retrying in %.2fs: %r",
-                    self.settings.name, topic, partition, offset, attempt, r.attempts, delay,
-                    error)
+        if isinstance(error, TransientError):
+            # not the message's fault: wait for the service, use up none of its attempts
+            outage = self._outages.get((topic, partition), 0) + 1
+            self._outages[(topic, partition)] = outage
+            attempt = self._attempts.get((topic, partition, offset), 0)
+            delay = min(r.max_backoff, r.backoff * (r.multiplier ** (outage - 1)))
+            log.warning("consumer %s: %s[%d]@%d cannot be decoded yet (retry %d, not counted "
+                        "against retry.attempts), retrying in %.2fs: %s", self.settings.name,
+                        topic, partition, offset, outage, delay, error)
+        else:
+            key = (topic, partition, offset)
+            attempt = self._attempts.get(key, 0) + 1
+            self._attempts[key] = attempt
+            delay = min(r.max_backoff, r.backoff * (r.multiplier ** (attempt - 1)))
+            log.warning("consumer %s: %s[%d]@%d failed (attempt %d of %d), retrying in "
+                        "%.2fs: %r", self.settings.name, topic, partition, offset, attempt,
+                        r.attempts, delay, error)
         tp = TopicPartition(topic, partition)
         consumer.pause([tp])
         self._retries[(topic, partition)] = _Retry(offset, attempt, time.monotonic() + delay)

@@ -38,6 +38,14 @@ class SchemaError(DeimosError):
     """A schema could not be found or parsed."""
 
 
+class TransientError(DeimosError):
+    """A failure that says nothing about the message: a service it needs (the schema
+    registry) is down, overloaded or timed out. The same call may succeed later, so it is
+    *retriable*: a consumer pauses the partition and retries the same messages with backoff
+    (never dead-letters or skips them for it, and does not count it against
+    ``retry.attempts``); a producer's caller may publish again."""
+
+
 class SchemaValidationError(DeimosError):
     """A payload does not match its schema; ``errors`` lists every bad field."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,10 +28,14 @@ def _check(out: subprocess.CompletedProcess[str]) -> None:
     assert "final consumer lag (committed vs high watermark): 0" in out.stdout
 
 
-def test_demo_on_embedded_defaults_builds_a_read_model_equal_to_the_source():
-    out = _demo({})
+def test_demo_on_embedded_defaults_builds_a_read_model_equal_to_the_source(tmp_path):
+    registry = tmp_path / "dev-registry.json"  # where the default would be, out of $HOME
+    out = _demo({"DEIMOS_DEV_REGISTRY": str(registry)})
     _check(out)
     assert "using SQLite" in out.stdout
+    # the schemas went to the development registry, where `deimos tail` finds them
+    subjects = json.loads(registry.read_text())["subjects"]
+    assert any(s.endswith("demo.widgets-value") for s in subjects), subjects
 
 
 @pytest.mark.parametrize("deimos_database", ["postgresql"], indirect=True)

@@ -34,10 +34,10 @@ MakeBackend = Callable[..., SchemaBackend]
 def make(registry_url: str) -> MakeBackend:
     def make(backend: str = "json_schema_registry", schema: str | None = "Widget", *,
              namespace: str | None = "com.example", key_config: Any = "none",
-             path: Path = SCHEMAS, topic: str = "widgets",
+             path: Path = SCHEMAS, topic: str = "widgets", url: str | None = None,
              jsonschema: dict[str, Any] | None = None) -> SchemaBackend:
         data: dict[str, Any] = {"schema": {"backend": backend, "path": str(path),
-                                           "registry_url": registry_url}}
+                                           "registry_url": url or registry_url}}
         if jsonschema:
             data["jsonschema"] = jsonschema
         settings = build_settings(data, environ={}).settings

@@ -1,11 +1,18 @@
 """confluent-kafka's schema registry client, one per URL and credentials per process, shared by
-every registry-backed schema plugin (Avro, Protobuf, JSON Schema).
+every registry-backed schema plugin (Avro, Protobuf, JSON Schema), and the errors of its calls.
 
 One client per URL matters for ``mock://`` registries: confluent-kafka keeps a mock registry's
 store inside the client object, so producers, consumers, tests and *different schema plugins*
 of one process must share it to see each other's schemas and get the same ids. That is why this
 lives in core rather than in one plugin: before it, ``deimos_avro.registry`` owned the cache,
 and a second plugin would have had to depend on ``deimos-avro`` (and fastavro) for it.
+
+``file://PATH`` URLs are the development registry (:mod:`deimos.schema.devregistry`): a store
+in one file that every local process shares.
+
+Credentials never travel in the URL: confluent-kafka's HTTP client (httpx) logs every request
+URL at INFO, user info included, so ``http://user:secret@host`` is split here into the bare URL
+and ``basic.auth.user.info``.
 
 confluent-kafka's ``schema_registry`` package is imported lazily: core does not depend on its
 ``schemaregistry`` extra, the plugins that call this module do.
@@ -16,31 +23,63 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from deimos.config import Settings, get_settings, mask_url
-from deimos.errors import SchemaError
+from deimos.errors import SchemaError, TransientError
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
 
 class RegistryError(SchemaError):
-    """The schema registry could not be reached or refused a request."""
+    """The schema registry refused a request, or answered with something unusable: permanent
+    (a consumer's ``on_error`` applies to the message)."""
 
+
+class RegistryUnavailableError(RegistryError, TransientError):
+    """The schema registry could not be reached, timed out or answered 408, 429 or 5xx:
+    retriable (a consumer pauses and retries; a producer's caller may publish again)."""
+
+
+#: HTTP statuses that say "not now" rather than "no" (confluent-kafka retries the same ones)
+RETRIABLE_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
 
 _clients: dict[tuple[Any, ...], SchemaRegistryClient] = {}
 _lock = threading.Lock()
 
 
+def split_userinfo(url: str) -> tuple[str, str | None]:
+    """``http://u:p@h:1,http://h2`` -> ``("http://h:1,http://h2", "u:p")``: the URLs without
+    user info, and the (first) user info, percent-decoded as confluent-kafka decodes it."""
+    bare: list[str] = []
+    info: str | None = None
+    for part in url.split(","):
+        part = part.strip()
+        parts = urlsplit(part)
+        if "@" in parts.netloc:
+            creds, _, host = parts.netloc.rpartition("@")
+            user, _, password = creds.partition(":")
+            if info is None:
+                info = f"{unquote(user)}:{unquote(password)}"
+            part = urlunsplit(parts._replace(netloc=host))
+        bare.append(part)
+    return ",".join(bare), info
+
+
 def registry_conf(settings: Settings, extra: Mapping[str, Any] | None = None
                   ) -> dict[str, Any]:
     """The ``SchemaRegistryClient`` configuration for ``settings.schema`` plus a plugin's own
-    pass-through properties (``extra``: timeouts, TLS files ...)."""
-    conf: dict[str, Any] = {"url": settings.schema.registry_url}
+    pass-through properties (``extra``: timeouts, TLS files ...). ``schema.user`` and
+    ``schema.password`` win over user info in the URL."""
+    url, info = split_userinfo(settings.schema.registry_url)
+    conf: dict[str, Any] = {"url": url}
     user, password = settings.schema.user, settings.schema.password
     if user is not None or password is not None:
         secret = password.get_secret_value() if password is not None else ""
-        conf["basic.auth.user.info"] = f"{user or ''}:{secret}"
+        info = f"{user or ''}:{secret}"
+    if info is not None and not url.startswith(("mock://", "file://")):
+        conf["basic.auth.user.info"] = info
     if extra:
         conf.update(extra)
     return conf
@@ -48,7 +87,8 @@ def registry_conf(settings: Settings, extra: Mapping[str, Any] | None = None
 
 def registry_client(settings: Settings | None = None,
                     extra: Mapping[str, Any] | None = None) -> SchemaRegistryClient:
-    """The shared client for ``schema.registry_url`` (``mock://name`` -> in-memory)."""
+    """The shared client for ``schema.registry_url`` (``mock://name`` -> in-memory,
+    ``file://path`` -> the development registry)."""
     conf = registry_conf(settings or get_settings(), extra)
     key = tuple(sorted((k, str(v)) for k, v in conf.items()))
     client = _clients.get(key)
@@ -56,10 +96,16 @@ def registry_client(settings: Settings | None = None,
         with _lock:
             client = _clients.get(key)
             if client is None:
-                from confluent_kafka.schema_registry import SchemaRegistryClient
+                if conf["url"].startswith("file://"):
+                    from deimos.schema.devregistry import dev_registry_client
 
-                # new_client, not the constructor: only it returns the mock for mock:// URLs.
-                client = _clients[key] = SchemaRegistryClient.new_client(dict(conf))
+                    client = dev_registry_client(dict(conf))
+                else:
+                    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+                    # new_client, not the constructor: only it returns the mock for mock://.
+                    client = SchemaRegistryClient.new_client(dict(conf))
+                _clients[key] = client
     return client
 
 
@@ -70,7 +116,7 @@ def reset_clients() -> None:
 
 
 def safe_url(settings: Settings) -> str:
-    """The registry URL with any credentials masked, for messages."""
+    """The registry URL without credentials, for messages."""
     return mask_url(settings.schema.registry_url)
 
 
@@ -79,23 +125,58 @@ def scrub(text: str, settings: Settings) -> str:
     text = mask_url(text)
     pw = settings.schema.password
     secrets = [pw.get_secret_value()] if pw is not None else []
-    url = settings.schema.registry_url
-    if "@" in url.split("//", 1)[-1]:
-        userinfo = url.split("//", 1)[-1].split("@", 1)[0]
-        secrets.append(userinfo.partition(":")[2])
+    info = split_userinfo(settings.schema.registry_url)[1]
+    if info is not None:
+        secrets.append(info.partition(":")[2])
     for s in secrets:
         if s:
             text = text.replace(s, "**********")
     return text
 
 
-def registry_failure(settings: Settings, action: str, exc: Exception) -> RegistryError:
-    """The error for a failed registry call: refused (an HTTP error from the registry) or
-    unreachable, with the URL and no credentials."""
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Failures before any answer: connection refused or reset, DNS, TLS, timeouts."""
+    errors: list[type[BaseException]] = [OSError, TimeoutError]
+    for name in ("httpx2", "httpx"):
+        try:
+            mod = __import__(name)
+        except ImportError:
+            continue
+        errors.append(mod.TransportError)
+    return tuple(errors)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed registry call may succeed when tried again."""
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+    if isinstance(exc, TransientError):
+        return True
     if isinstance(exc, SchemaRegistryError):
-        what = f"Schema registry at {safe_url(settings)} refused to {action}"
-    else:
-        what = f"Cannot reach the schema registry at {safe_url(settings)} to {action}"
-    return RegistryError(f"{what}: {type(exc).__name__}: {scrub(str(exc), settings)}")
+        return exc.http_status_code in RETRIABLE_STATUSES
+    return isinstance(exc, _transport_errors())
+
+
+def registry_failure(settings: Settings, action: str, exc: Exception) -> RegistryError:
+    """The error for a failed registry call, with the URL and no credentials: unreachable or
+    overloaded (:class:`RegistryUnavailableError`, retriable), refused (an HTTP error such as
+    404 or 409) or answered with something that does not parse (:class:`RegistryError`)."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    if isinstance(exc, RegistryError):
+        return exc
+    url = safe_url(settings)
+    cause = f"{type(exc).__name__}: {scrub(str(exc), settings)}"
+    if isinstance(exc, SchemaRegistryError):
+        status = exc.http_status_code
+        if status in RETRIABLE_STATUSES:
+            return RegistryUnavailableError(
+                f"Schema registry at {url} is unavailable (HTTP {status}) to {action}; "
+                f"retriable: {cause}")
+        return RegistryError(f"Schema registry at {url} refused to {action} "
+                             f"(HTTP {status}): {cause}")
+    if is_transient(exc):
+        return RegistryUnavailableError(
+            f"Cannot reach the schema registry at {url} to {action}; retriable: {cause}")
+    return RegistryError(f"Schema registry at {url} answered a request to {action} with "
+                         f"something unusable: {cause}")

@@ -29,7 +29,7 @@ from deimos import config as _config
 from deimos.backends import test as _test_backend
 from deimos.config import ConsumerSettings
 from deimos.consumer import MessageProcessor, StopConsumer, _Base, resolve_settings
-from deimos.errors import SchemaValidationError
+from deimos.errors import SchemaValidationError, TransientError
 from deimos.message import Message
 from deimos.runtime import Runtime, get_runtime
 from deimos.schema.base import SchemaContext
@@ -223,6 +223,8 @@ def _run(processor: MessageProcessor, msgs: list[Any]) -> None:
             raise stop.error from None
         if error is None or failed_offset is None:
             return
+        if isinstance(error, TransientError):
+            raise error  # the broker loop would wait for the service; here nothing would
         attempts[failed_offset] = attempts.get(failed_offset, 0) + 1
         msgs = msgs[handled:]
 

@@ -2,8 +2,9 @@
 
 Embedded defaults: the embedded broker when ``kafka.bootstrap_servers`` is unset, SQLite in
 a temporary directory unless ``db.url`` is set (``DEIMOS_DB__URL=postgresql+psycopg://...``
-runs the same service on PostgreSQL), and the ``mock://`` registry unless
-``schema.registry_url`` is set. Exits non-zero when the read model does not match the source.
+runs the same service on PostgreSQL), and the development schema registry (a file every local
+process shares, so ``deimos tail`` decodes what the demo wrote) unless ``schema.registry_url``
+is set. Exits non-zero when the read model does not match the source.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from deimos.consumer import ConsumerLoop, resolve_settings
 from deimos.lag import consumer_lag
 from deimos.plugins import get_registry
 from deimos.runner import Executor, Runnable
+from deimos.schema import devregistry
 from deimos.testing.broker import GROUP_TIMEOUTS, EmbeddedBroker, create_topic
 from deimos_db import DbPoller, DbPollerSettings
 from deimos_db.producer import factories as db_producer_factories
@@ -187,7 +189,7 @@ def _run(console: Console, base: Any, bootstrap: str, url: str, registry: str | 
         kafka={"bootstrap_servers": bootstrap},
         producers={"topic_prefix": prefix},
         schema={"backend": "avro_schema_registry", "path": service.SCHEMA_PATH,
-                "registry_url": registry or f"mock://deimos-demo-{run_id}"},
+                "registry_url": registry or devregistry.default_url()},
         db={"url": url, "producer": {"workers": 2, "poll_interval": 0.05}},
         metrics={"providers": metric_providers, "tags": {"service": "deimos-demo"}},
         tracing={"providers": providers},
@@ -267,10 +269,12 @@ def _run(console: Console, base: Any, bootstrap: str, url: str, registry: str | 
     if keep_running:
         console.print(f"\nThe demo keeps running. Kafka: [bold]{bootstrap}[/]; try\n"
                       f"  DEIMOS_KAFKA__BOOTSTRAP_SERVERS={bootstrap} deimos lag\n"
-                      f"  DEIMOS_KAFKA__BOOTSTRAP_SERVERS={bootstrap} deimos tail "
-                      f"{dlq_topic} --raw\n"
-                      "(the schemas live in this process's mock:// registry, so other "
-                      "processes see raw bytes). Ctrl-C stops it.")
+                      f"  DEIMOS_KAFKA__BOOTSTRAP_SERVERS={bootstrap} "
+                      f"DEIMOS_SCHEMA__BACKEND=avro_schema_registry deimos tail "
+                      f"{widgets_topic} --key-config field:id\n"
+                      f"(the schemas are in the development registry "
+                      f"{settings.schema.registry_url}, which every local process shares). "
+                      "Ctrl-C stops it.")
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(1)

@@ -36,6 +36,7 @@ from deimos.schema.base import (
     key_field_name,
     key_records,
 )
+from deimos.schema.serde import subject_name
 from deimos.schema.state import CodecState
 
 from . import registry, schemas
@@ -54,6 +55,9 @@ class Codec:
         self.schema = schema
         self.role = role
         self.parsed = schema.parsed
+        #: what the writer writes with: ``parsed``, or the registered schema that
+        #: ``use_latest_version``/``use_schema_id`` chose
+        self.write_parsed = schema.parsed
         named = schema.named
         self.check = compile_checker(schema.parsed, named)
         self.coercer = Coercer(named, branch_checker(named))
@@ -227,7 +231,7 @@ def _write_all(codec: Codec, header: bytes, payloads: Sequence[Any], topic: str
                ) -> list[bytes | None]:
     """The hot loop: fastavro's writer into a fresh BytesIO, prefixed by the header built
     once (measured faster than writing the header into the buffer or reusing one buffer)."""
-    schema = codec.parsed
+    schema = codec.write_parsed
     writer = schemaless_writer
     new = io.BytesIO
     out: list[bytes | None] = []
@@ -250,22 +254,23 @@ class AvroSchemaRegistryBackend(AvroBackend):
 
     name = "avro_schema_registry"
 
-    def _subject(self, context: SchemaContext, codec: Codec) -> str:
-        strategy = _avro_settings(context).subject_name_strategy
-        if strategy == "record":
-            return codec.schema.full_name
-        if strategy == "topic_record":
-            return f"{context.topic}-{codec.schema.full_name}"
-        return context.value_subject if codec.role == "value" else context.key_subject
-
     def _header(self, context: SchemaContext, codec: Codec) -> bytes:
         header = codec.header
         if header is None:
-            sid = registry.schema_id(context.settings, self._subject(context, codec),
-                                     codec.schema, _avro_settings(context).auto_register)
+            options = _avro_settings(context)
+            subject = subject_name(options.subject_name_strategy, context.topic, codec.role,
+                                   codec.schema.full_name)
+            sid, registered = registry.schema_id(context.settings, subject, codec.schema,
+                                                 options)
+            if registered is not None and registered.canonical != codec.schema.canonical:
+                # use_latest_version/use_schema_id: write with the registered schema, as
+                # confluent-kafka's AvroSerializer does; reading it back resolves to ours.
+                codec.write_parsed = registered.parsed
+                codec.writers[sid] = (registered.parsed, codec.parsed)
+            else:
+                # Our own id needs no resolution when we read it back.
+                codec.writers[sid] = (codec.parsed, None)
             header = codec.header = b"\x00" + sid.to_bytes(4, "big")
-            # Our own id needs no resolution when we read it back.
-            codec.writers[sid] = (codec.parsed, None)
         return header
 
     def _encode(self, context: SchemaContext, codec: Codec, payloads: Sequence[Any]

@@ -16,6 +16,7 @@ from fastavro.schema import expand_schema
 from deimos.config import Settings, get_settings
 from deimos.schema import registry as _shared
 from deimos.schema.registry import RegistryError, reset_clients, safe_url
+from deimos.schema.serde import RegistrySerdeSettings, writer_schema_id
 
 from .schemas import AvroSchema, from_dict
 
@@ -35,17 +36,17 @@ def _fail(settings: Settings, action: str, exc: Exception) -> RegistryError:
     return _shared.registry_failure(settings, action, exc)
 
 
-def schema_id(settings: Settings, subject: str, schema: AvroSchema, register: bool) -> int:
-    """Register (or only look up) ``schema`` under ``subject``; the client caches ids."""
+def schema_id(settings: Settings, subject: str, schema: AvroSchema,
+              options: RegistrySerdeSettings) -> tuple[int, AvroSchema | None]:
+    """The id to write ``schema`` with under ``subject`` (registered or looked up, or the
+    one ``use_latest_version``/``use_schema_id`` names, then with the registered schema to
+    write with, references resolved); the client caches ids."""
     client = registry_client(settings)
-    sch = Schema(schema.text, "AVRO")
-    try:
-        if register:
-            return int(client.register_schema(subject, sch))
-        return int(client.lookup_schema(subject, sch).schema_id or 0)
-    except Exception as exc:
-        action = "register" if register else "look up"
-        raise _fail(settings, f"{action} subject {subject!r}", exc) from None
+    sid, registered = writer_schema_id(settings, client, subject, Schema(schema.text, "AVRO"),
+                                       options)
+    if registered is None:
+        return sid, None
+    return sid, _parse(settings, sid, client, registered)
 
 
 def writer_schema(settings: Settings, sid: int) -> AvroSchema:
@@ -53,16 +54,28 @@ def writer_schema(settings: Settings, sid: int) -> AvroSchema:
     client = registry_client(settings)
     try:
         sch = client.get_schema(sid)
+    except Exception as exc:
+        raise _fail(settings, f"fetch schema id {sid}", exc) from None
+    return _parse(settings, sid, client, sch)
+
+
+def _parse(settings: Settings, sid: int, client: Any, sch: Schema) -> AvroSchema:
+    try:
         named: list[Any] = []
         _collect_refs(client, sch, named, set())
     except Exception as exc:
-        raise _fail(settings, f"fetch schema id {sid}", exc) from None
-    raw = json.loads(sch.schema_str or "null")
-    if named:
-        # Schema references: inline the referenced definitions (fastavro's expand_schema
-        # over a union that defines them first) so the writer schema stands alone.
-        raw = expand_schema([*named, raw])[-1]
-    return from_dict(raw)
+        raise _fail(settings, f"fetch the references of schema id {sid}", exc) from None
+    try:
+        raw = json.loads(sch.schema_str or "null")
+        if named:
+            # Schema references: inline the referenced definitions (fastavro's expand_schema
+            # over a union that defines them first) so the writer schema stands alone.
+            raw = expand_schema([*named, raw])[-1]
+        return from_dict(raw)
+    except Exception as exc:
+        raise RegistryError(f"Schema id {sid} from the schema registry at "
+                            f"{safe_url(settings)} is not a usable Avro schema: "
+                            f"{type(exc).__name__}: {exc}") from None
 
 
 def _collect_refs(client: Any, sch: Schema, out: list[Any], seen: set[str]) -> None:

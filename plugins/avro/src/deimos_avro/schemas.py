@@ -41,7 +41,10 @@ class AvroSchema:
     parsed: Any
     #: named types by full name (references in ``raw``/``parsed`` point here)
     named: dict[str, Any]
-    #: ``raw`` as compact JSON: what is registered in the schema registry
+    #: what is registered in the schema registry: the ``.avsc`` file's own text (stripped) for
+    #: a self-contained file, exactly what confluent-kafka's ``AvroSerializer`` registers for
+    #: it (so both get one id and one version on any registry); ``raw`` as compact JSON for a
+    #: schema that pulls named types from other files, and for generated key schemas
     text: str
     canonical: str = field(init=False)
 
@@ -62,14 +65,26 @@ class AvroSchema:
         return self.full_name.rpartition(".")[2]
 
 
-def from_dict(raw: Any, full_name: str | None = None) -> AvroSchema:
-    """An :class:`AvroSchema` from a schema dict (generated key schemas, registry schemas)."""
+def registered_text(text: str) -> str:
+    """The schema string confluent-kafka's ``AvroSerializer`` registers for schema text
+    ``text`` (``_schema_loads``: stripped; a bare primitive name wrapped in ``{"type": ...}``)."""
+    text = text.strip()
+    if text[:1] not in ("{", "["):
+        text = '{"type":' + text + "}"
+    return text
+
+
+def from_dict(raw: Any, full_name: str | None = None, text: str | None = None) -> AvroSchema:
+    """An :class:`AvroSchema` from a schema dict (generated key schemas, registry schemas);
+    ``text`` is what to register (default: the parsed schema as compact JSON)."""
     named: dict[str, Any] = {}
     parsed = parse_schema(raw, named_schemas=named)
     plain = parse_schema(raw, _write_hint=False, named_schemas={})
     if full_name is None:
         full_name = plain.get("name", "") if isinstance(plain, dict) else str(plain)
-    return AvroSchema(full_name, plain, parsed, named, json.dumps(plain, separators=(",", ":")))
+    if text is None:
+        text = json.dumps(plain, separators=(",", ":"))
+    return AvroSchema(full_name, plain, parsed, named, text)
 
 
 class _NestedRepository(AbstractSchemaRepository):
@@ -80,6 +95,8 @@ class _NestedRepository(AbstractSchemaRepository):
     def __init__(self, root: str) -> None:
         self.root = root
         self.searched: list[str] = []
+        #: file text of every name loaded, in load order
+        self.texts: dict[str, str] = {}
 
     def candidates(self, name: str) -> list[str]:
         return [os.path.join(self.root, *name.split(".")) + ".avsc",
@@ -91,11 +108,14 @@ class _NestedRepository(AbstractSchemaRepository):
                 self.searched.append(path)
             try:
                 with open(path) as f:
-                    return json.load(f)
+                    text = f.read()
+                loaded = json.loads(text)
             except FileNotFoundError:
                 continue
             except (OSError, ValueError) as exc:
                 raise SchemaError(f"Avro schema file {path} cannot be read: {exc}") from exc
+            self.texts[name] = text
+            return loaded
         raise SchemaRepositoryError(name)
 
 
@@ -134,7 +154,10 @@ def load(root: str, full_name: str) -> AvroSchema:
         raise
     except Exception as exc:  # fastavro's SchemaParseException, ValueError, ...
         raise SchemaError(f"Avro schema {full_name!r} in {key[0]} is invalid: {exc}") from exc
-    schema = from_dict(raw, full_name)
+    # A file that needed no other file is registered as its own text, like AvroSerializer.
+    own = repo.texts.get(full_name)
+    text = registered_text(own) if own is not None and len(repo.texts) == 1 else None
+    schema = from_dict(raw, full_name, text)
     with _cache_lock:
         _cache[key] = schema
     return schema

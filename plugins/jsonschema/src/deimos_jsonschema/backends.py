@@ -20,7 +20,7 @@ validate (the writer did); it fills the reader schema's defaults for missing pro
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from confluent_kafka.schema_registry import Schema
@@ -35,7 +35,8 @@ from deimos.schema.base import (
     key_field_name,
     key_records,
 )
-from deimos.schema.registry import registry_client, registry_failure
+from deimos.schema.registry import registry_client
+from deimos.schema.serde import subject_name, writer_schema_id
 from deimos.schema.state import CodecState
 
 from . import schemas
@@ -43,8 +44,33 @@ from .settings import JsonSchemaSettings
 
 _CACHE_KEY = "deimos_jsonschema"
 _COERCE_KEY = "deimos_jsonschema.coerce"
-#: confluent-kafka's JSON encoding without orjson: compact separators, non-ASCII kept
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def json_encoder(orjson: Any = None) -> Callable[[Any], bytes]:
+    """The JSON encoder confluent-kafka's ``JSONSerializer`` uses in this environment, so both
+    write the same bytes: orjson's ``dumps`` when orjson imports (confluent-kafka's
+    ``json-fast`` extra installs it), else the standard library with compact separators and
+    non-ASCII kept. The two differ in floats below 1e-4 (orjson ``1.5e-7`` and ``0.00001``,
+    the standard library ``1.5e-07`` and ``1e-05``), in ``NaN``/``Infinity`` (orjson writes
+    ``null``) and in integers beyond 64 bits (orjson refuses them); everything else is the
+    same byte for byte."""
+    if orjson is not None:
+        return orjson.dumps
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    return lambda value: encode(value).encode()
+
+
+def _load_orjson() -> Any:
+    # Any failure, not only ImportError: confluent-kafka falls back to the standard library
+    # just as broadly (a present but broken compiled extension).
+    try:
+        import orjson
+    except Exception:
+        return None
+    return orjson
+
+
+_encode_json = json_encoder(_load_orjson())
 _decode_json = json.loads
 
 
@@ -97,7 +123,7 @@ class Codec:
                                for path, msg in bad]
                     continue
             try:
-                append(header + enc(p).encode())
+                append(header + enc(p))
             except (TypeError, ValueError) as exc:
                 errors.append(("$", f"not JSON-serializable: {exc}"
                                     + (f" (message {i})" if many else "")))
@@ -247,30 +273,15 @@ class JsonSchemaRegistryBackend(JsonBackend):
 
     name = "json_schema_registry"
 
-    def _subject(self, context: SchemaContext, codec: Codec) -> str:
-        strategy = _settings(context).subject_name_strategy
-        if strategy == "record":
-            return codec.schema.full_name
-        if strategy == "topic_record":
-            return f"{context.topic}-{codec.schema.full_name}"
-        return context.value_subject if codec.role == "value" else context.key_subject
-
     def _header(self, context: SchemaContext, codec: Codec) -> bytes:
         header = codec.header
         if header is None:
-            st = _settings(context)
-            client = registry_client(context.settings, st.registry_config)
-            subject = self._subject(context, codec)
-            schema = Schema(codec.schema.text, "JSON")
-            try:
-                if st.auto_register:
-                    sid = int(client.register_schema(subject, schema))
-                else:
-                    sid = int(client.lookup_schema(subject, schema).schema_id or 0)
-            except Exception as exc:
-                action = "register" if st.auto_register else "look up"
-                raise registry_failure(context.settings,
-                                       f"{action} subject {subject!r}", exc) from None
+            options = _settings(context)
+            client = registry_client(context.settings, options.registry_config)
+            subject = subject_name(options.subject_name_strategy, context.topic, codec.role,
+                                   codec.schema.full_name)
+            sid, _ = writer_schema_id(context.settings, client, subject,
+                                      Schema(codec.schema.text, "JSON"), options)
             header = codec.header = b"\x00" + sid.to_bytes(4, "big")
         return header
 

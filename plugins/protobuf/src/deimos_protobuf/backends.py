@@ -39,6 +39,7 @@ from deimos.schema.base import (
     key_records,
 )
 from deimos.schema.registry import registry_client, registry_failure
+from deimos.schema.serde import subject_name, writer_schema_id
 from deimos.schema.state import CodecState
 
 from . import schemas, wire
@@ -246,33 +247,28 @@ class ProtoSchemaRegistryBackend(ProtoBackend):
 
     name = "proto_schema_registry"
 
-    def _subject(self, context: SchemaContext, codec: Codec) -> str:
-        strategy = _settings(context).subject_name_strategy
-        if strategy == "record":
-            return codec.desc.full_name
-        if strategy == "topic_record":
-            return f"{context.topic}-{codec.desc.full_name}"
-        return context.value_subject if codec.role == "value" else context.key_subject
-
     @staticmethod
     def _client(context: SchemaContext) -> Any:
         return registry_client(context.settings, _settings(context).registry_config)
 
-    def _references(self, context: SchemaContext, client: Any, file: FileDescriptor,
-                    register: bool) -> list[SchemaReference]:
+    def _references(self, context: SchemaContext, client: Any, file: FileDescriptor
+                    ) -> list[SchemaReference]:
         """Every imported file (but the built-in ones) registered under its file name and
         referenced by it, depth first: what confluent-kafka's ProtobufSerializer does, so
         both register identical schemas and get the same ids."""
+        options = _settings(context)
         refs = []
         for dep in file.dependencies:
             if schemas.is_builtin(dep.name):
                 continue
-            dep_refs = self._references(context, client, dep, register)
+            dep_refs = self._references(context, client, dep)
             schema = Schema(schemas.schema_text(dep), "PROTOBUF", dep_refs)
+            norm = options.normalize_schemas
+            register = options.auto_register_schemas
             try:
                 if register:
-                    client.register_schema(dep.name, schema)
-                version = client.lookup_schema(dep.name, schema).version
+                    client.register_schema(dep.name, schema, normalize_schemas=norm)
+                version = client.lookup_schema(dep.name, schema, normalize_schemas=norm).version
             except Exception as exc:
                 action = "register" if register else "look up"
                 raise registry_failure(context.settings,
@@ -283,21 +279,17 @@ class ProtoSchemaRegistryBackend(ProtoBackend):
     def _header(self, context: SchemaContext, codec: Codec) -> bytes:
         header = codec.header
         if header is None:
-            register = _settings(context).auto_register
+            options = _settings(context)
             client = self._client(context)
             file = codec.desc.file
-            schema = Schema(schemas.schema_text(file), "PROTOBUF",
-                            self._references(context, client, file, register))
-            subject = self._subject(context, codec)
-            try:
-                if register:
-                    sid = int(client.register_schema(subject, schema))
-                else:
-                    sid = int(client.lookup_schema(subject, schema).schema_id or 0)
-            except Exception as exc:
-                action = "register" if register else "look up"
-                raise registry_failure(context.settings,
-                                       f"{action} subject {subject!r}", exc) from None
+            # use_latest_version/use_schema_id write the registered id without registering
+            # anything, references included (as confluent-kafka's ProtobufSerializer).
+            refs = [] if options.uses_registered else self._references(context, client, file)
+            schema = Schema(schemas.schema_text(file), "PROTOBUF", refs)
+            subject = subject_name(options.subject_name_strategy, context.topic, codec.role,
+                                   codec.desc.full_name)
+            sid, _ = writer_schema_id(context.settings, client, subject, schema, options,
+                                      "serialized")
             indexes = wire.message_indexes(codec.desc)
             header = codec.header = wire.header(sid, indexes)
             codec.readers[(sid, tuple(indexes))] = codec.cls
@@ -305,10 +297,13 @@ class ProtoSchemaRegistryBackend(ProtoBackend):
 
     def _writer_class(self, context: SchemaContext, sid: int, indexes: tuple[int, ...]
                       ) -> Any:
-        """The class of the message a writer registered (consumers without a schema)."""
+        """The class of the message a writer registered (consumers without a schema). The
+        schema is asked for in its serialized form (``format=serialized``), as
+        confluent-kafka's ProtobufDeserializer does: a real registry answers ``.proto`` text
+        otherwise."""
         client = self._client(context)
         try:
-            sch = client.get_schema(sid)
+            sch = client.get_schema(sid, fmt="serialized")
             pool, fdp = schemas.writer_pool(client, sch)
         except Exception as exc:
             raise registry_failure(context.settings, f"fetch schema id {sid}", exc) from None

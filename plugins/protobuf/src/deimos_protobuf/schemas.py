@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -109,15 +110,13 @@ def _compile(root: str) -> descriptor_pool.DescriptorPool | None:
         hit = _compiled.get(root)
         if hit is not None and hit[0] == signature:
             return hit[1]
-        import grpc_tools
-
-        include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+        includes = [f"-I{d}" for d in include_dirs()]
         with tempfile.TemporaryDirectory(prefix="deimos-protoc-") as tmp:
             out = os.path.join(tmp, "set.bin")
             # A child process: protoc reports errors on the C-level stderr, which we want in
             # the exception rather than on the terminal.
             proc = subprocess.run(
-                [sys.executable, "-m", "grpc_tools.protoc", f"-I{root}", f"-I{include}",
+                [sys.executable, "-m", "grpc_tools.protoc", f"-I{root}", *includes,
                  f"--descriptor_set_out={out}", "--include_imports", *files],
                 capture_output=True, text=True, check=False)
             if proc.returncode != 0:
@@ -215,6 +214,50 @@ def is_builtin(file_name: str) -> bool:
     return file_name.startswith(("google/protobuf/", "google/type/", "confluent/"))
 
 
+#: where the generated modules of built-in files live: ``google/type/date.proto`` ->
+#: ``google.type.date_pb2`` (protobuf, googleapis-common-protos), ``confluent/meta.proto`` ->
+#: confluent-kafka's ``confluent_kafka.schema_registry.confluent.meta_pb2``
+_BUILTIN_PACKAGES = (("google/", "google."),
+                     ("confluent/", "confluent_kafka.schema_registry.confluent."))
+
+
+def builtin_file(name: str) -> FileDescriptor | None:
+    """The descriptor of built-in file ``name`` from the default pool, importing its generated
+    module first when this process has not (a writer schema may use ``google/type/*.proto``
+    types the application never imported)."""
+    pool = descriptor_pool.Default()
+    try:
+        return pool.FindFileByName(name)
+    except KeyError:
+        pass
+    for prefix, package in _BUILTIN_PACKAGES:
+        if name.startswith(prefix) and name.endswith(".proto"):
+            module = package + name[len(prefix):-len(".proto")].replace("/", ".") + "_pb2"
+            try:
+                importlib.import_module(module)
+                return pool.FindFileByName(name)
+            except (ImportError, KeyError):
+                return None
+    return None
+
+
+def include_dirs() -> list[str]:
+    """``-I`` directories for the built-in imports: grpc_tools' own (google/protobuf/*) and the
+    one holding googleapis-common-protos' ``google/type/*.proto`` (a dependency of
+    confluent-kafka[protobuf]), so user files can import ``google/type/date.proto``."""
+    import grpc_tools
+
+    dirs = [os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")]
+    try:
+        spec = importlib.util.find_spec("google.type")
+    except (ImportError, ValueError):
+        spec = None
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        if os.path.exists(os.path.join(loc, "date.proto")):
+            dirs.append(os.path.dirname(os.path.dirname(loc)))
+    return dirs
+
+
 def schema_text(file: FileDescriptor) -> str:
     """What the registry stores for a ``.proto`` file: the base64 ``FileDescriptorProto``, as
     confluent-kafka's ProtobufSerializer registers it (so both get the same id)."""
@@ -232,9 +275,8 @@ def writer_pool(client: Any, schema: Any) -> tuple[descriptor_pool.DescriptorPoo
         for dep in fdp.dependency:
             if dep in added or not is_builtin(dep):
                 continue
-            try:
-                builtin = descriptor_pool.Default().FindFileByName(dep)
-            except KeyError:
+            builtin = builtin_file(dep)
+            if builtin is None:
                 continue  # a reference registered under that name will add it
             dep_proto = descriptor_pb2.FileDescriptorProto.FromString(builtin.serialized_pb)
             add_builtin_deps(dep_proto)
@@ -245,7 +287,7 @@ def writer_pool(client: Any, schema: Any) -> tuple[descriptor_pool.DescriptorPoo
         for ref in sch.references or []:
             if ref.name in added:
                 continue
-            registered = client.get_version(ref.subject, ref.version)
+            registered = client.get_version(ref.subject, ref.version, True, "serialized")
             add(registered.schema, ref.name)
         fdp = descriptor_pb2.FileDescriptorProto.FromString(
             base64.standard_b64decode(sch.schema_str))

@@ -1,7 +1,9 @@
 """The ``protobuf`` settings section (``[protobuf]`` in deimos.toml, ``DEIMOS_PROTOBUF__*``).
 
 Registry URL and credentials stay in core's ``schema`` section, shared by every
-registry-backed plugin.
+registry-backed plugin; the serializer options (subject name strategy,
+``auto_register_schemas``, ``use_latest_version``, ``normalize_schemas``, ``use_schema_id``,
+``registry_config``) come from core's :class:`~deimos.schema.serde.RegistrySerdeSettings`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from deimos.config import PassThrough, Section
+from deimos.schema.serde import RegistrySerdeSettings, SubjectStrategy
 
-SubjectStrategy = Literal["topic", "record", "topic_record"]
+__all__ = ["ProtobufSettings", "SubjectStrategy"]
 
 
 def _split_commas(v: Any) -> Any:
@@ -21,7 +23,7 @@ def _split_commas(v: Any) -> Any:
     return v
 
 
-class ProtobufSettings(Section):
+class ProtobufSettings(RegistrySerdeSettings):
     """Options of the ``proto_*`` schema backends."""
 
     modules: list[str] = Field(
@@ -35,22 +37,5 @@ class ProtobufSettings(Section):
     compile_proto_files: bool = Field(
         True, description="compile .proto files under schema.path at load time when "
         "grpcio-tools is installed (deimos-protobuf[compile])")
-    subject_name_strategy: SubjectStrategy = Field(
-        "topic", description="topic: '<topic>-value'/'-key'; record: the message's full name; "
-        "topic_record: '<topic>-<full name>'")
-    auto_register: bool = Field(
-        True, description="register schemas (and their imports) on first use; false only "
-        "looks them up")
-    registry_config: PassThrough = Field(
-        default_factory=dict,
-        description="extra confluent-kafka SchemaRegistryClient properties")
 
     _split = field_validator("modules", mode="before")(_split_commas)
-
-    @field_validator("subject_name_strategy", mode="before")
-    @classmethod
-    def _dashes(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            low = v.strip().lower().replace("-", "_")
-            return {"topicrecord": "topic_record"}.get(low, low)
-        return v
