@@ -46,8 +46,8 @@ from confluent_kafka import TopicPartition
 
 import deimos
 from deimos import config as _config
-from deimos.backends.kafka import producer_config
 from deimos.consumer import BatchConsumer, Consumer, ConsumerLoop, resolve_settings
+from deimos.kafka import producer_config
 from deimos.testing.broker import GROUP_TIMEOUTS, broker, create_topic
 
 BENCHES: dict[str, Callable[[Bench], dict[str, Any]]] = {}
@@ -271,7 +271,7 @@ class Bench:
         each value into what deimos hands its handler; the handler counts (per message, or
         per batch) exactly as the deimos benchmark handlers do; offsets are stored after each
         batch as deimos does. The consumer properties are deimos's for the same settings."""
-        from deimos.consumer import consumer_config
+        from deimos.kafka import consumer_config
 
         cs = resolve_settings(_NoopBatch, topics=[topic], group_id=f"raw-{uuid.uuid4().hex[:8]}",
                               config=dict(CONSUMER_CONFIG), max_batch_size=500)

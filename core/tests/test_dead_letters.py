@@ -9,9 +9,9 @@ import pytest
 from kafka_helpers import LoopThread, committed, group_settings, read_all, wait_for
 
 import deimos
-from deimos.backends import kafka as kafka_backend
 from deimos.consumer import BatchConsumer, Consumer
 from deimos.errors import PublishError
+from deimos.kafka import producers as kafka_producers
 
 pytestmark = pytest.mark.kafka
 
@@ -36,13 +36,13 @@ def test_a_batch_dead_letters_all_its_failures_in_one_delivery_wait(
     values = [f"bad-{i}" if i % 3 == 0 else f"ok-{i}" for i in range(30)]
     _publish(topic, values)
     waits: list[list[bytes | None]] = []
-    real = kafka_backend.deliver
+    real = kafka_producers.deliver
 
     def counting(settings: Any, to: str, messages: Any, timeout: float | None = None) -> None:
         waits.append([m.encoded_payload for m in messages])
         real(settings, to, messages, timeout)
 
-    monkeypatch.setattr(kafka_backend, "deliver", counting)
+    monkeypatch.setattr(kafka_producers, "deliver", counting)
     handled: list[str] = []
 
     class C(Consumer):
@@ -69,12 +69,14 @@ def test_a_batch_dead_letters_all_its_failures_in_one_delivery_wait(
 
 def test_an_unwritable_dead_letter_stops_the_consumer_before_its_offset_is_committed(
         kafka: str, deimos_topic: Any, deimos_reset: None) -> None:
+    topic = deimos_topic()
+    # published with the default timeouts: a new producer's first acknowledgement can take
+    # longer than the 1 s the dead-letter write below is allowed on a loaded machine
+    _publish(topic, ["ok-0", "ok-1", "bad-2", "ok-3"])
     deimos.configure(kafka={"bootstrap_servers": kafka},
                      producers={"sync_timeout": 1.0,
                                 "config": {"allow.auto.create.topics": False,
                                            "message.timeout.ms": 3000}})
-    topic = deimos_topic()
-    _publish(topic, ["ok-0", "ok-1", "bad-2", "ok-3"])
     handled: list[str] = []
 
     class B(BatchConsumer):

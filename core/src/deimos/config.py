@@ -203,10 +203,15 @@ class ProducerSettings(Section):
 
 
 class RetrySettings(Section):
+    """A retry schedule (:class:`deimos.retry.Backoff`): the same names wherever deimos
+    retries."""
+
     attempts: int = Field(3, ge=1, description="deliveries before the message is given up")
     backoff: float = Field(0.5, ge=0, description="seconds before the first retry")
-    max_backoff: float = Field(30.0, ge=0)
-    multiplier: float = Field(2.0, ge=1)
+    max_backoff: float = Field(30.0, ge=0, description="longest wait between retries")
+    multiplier: float = Field(2.0, ge=1, description="growth of the wait per retry")
+    jitter: float = Field(0.0, ge=0, lt=1, description="waits spread by this fraction "
+                          "either way (0.2: 80 % to 120 %), capped at max_backoff")
 
 
 class ConsumerSettings(Section):
@@ -223,7 +228,10 @@ class ConsumerSettings(Section):
     start_from_beginning: bool = True
     max_batch_size: int = Field(500, gt=0)
     max_wait_time: float = Field(1.0, gt=0, description="seconds to wait to fill a batch")
-    session_timeout_ms: int = Field(45000, gt=0)
+    session_timeout_ms: int = Field(45000, gt=0, description="classic group protocol only")
+    group_protocol: Literal["classic", "consumer"] = Field(
+        "classic", description="'consumer': the rebalance protocol of KIP-848 (Kafka 4's "
+        "default; the broker then decides session and heartbeat timeouts)")
     concurrency: int = Field(1, ge=1, description="threads, each with its own partitions")
     payload_log: Literal["full", "keys", "count", "headers"] = "full"
     on_error: Literal["raise", "retry", "dead_letter", "skip"] = "raise"

@@ -8,9 +8,7 @@ every partition is read (Ruby Deimos read only partition 0) and only the tail is
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +17,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from deimos.config import KeyConfig, Settings
 from deimos.errors import DeimosError
+from deimos.kafka.config import reader_config
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
 
 
@@ -39,16 +38,7 @@ class InlineMessage:
 def client_config(settings: Settings) -> dict[str, Any]:
     """A librdkafka consumer configuration that can never commit: a throwaway group id (it
     is needed by the client even for ``assign()``), no auto-commit, no offset store."""
-    conf = settings.kafka.client_config()
-    conf.setdefault("bootstrap.servers", "localhost:9092")
-    conf.update({
-        "group.id": f"deimos-inline-{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": False,
-        "logger": logging.getLogger("deimos.librdkafka"),
-    })
-    return conf
+    return reader_config(settings, "inline")
 
 
 def _schema(runtime: Runtime, topic: str, schema: str | None, namespace: str | None,

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition
 
 from deimos.config import Settings
+from deimos.kafka.config import admin_config, reader_config
 from deimos.runtime import Runtime, get_runtime
 
 log = logging.getLogger("deimos.lag")
@@ -49,12 +50,7 @@ class PartitionLag:
 
 
 def _client(settings: Settings, group: str) -> KafkaConsumer:
-    conf = settings.kafka.client_config()
-    conf.setdefault("bootstrap.servers", "localhost:9092")
-    conf.update({"group.id": group, "enable.auto.commit": False,
-                 "enable.auto.offset.store": False,
-                 "logger": logging.getLogger("deimos.librdkafka")})
-    return KafkaConsumer(conf)
+    return KafkaConsumer(reader_config(settings, "lag", group=group))
 
 
 def group_topics(settings: Settings) -> dict[str, list[str]]:
@@ -86,9 +82,7 @@ def _committed_topics(settings: Settings, group: str, timeout: float) -> list[st
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
-    conf = settings.kafka.client_config()
-    conf.setdefault("bootstrap.servers", "localhost:9092")
-    admin = AdminClient(conf)
+    admin = AdminClient(admin_config(settings))
     futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                 request_timeout=timeout)
     result = futures[group].result(timeout)

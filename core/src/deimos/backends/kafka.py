@@ -1,279 +1,37 @@
 """The ``kafka`` (synchronous) and ``kafka_async`` producer backends, on confluent-kafka.
 
-Two librdkafka producers per distinct connection configuration, each shared by every
-producer class and thread (librdkafka's producer is thread-safe, and one per config keeps
-batching efficient):
-
-* the **asynchronous** one has ``delivery.report.only.error`` on, so a successful message
-  costs no Python callback; failures reach ``context.on_error``, the log and the
-  ``publish_error`` metric;
-* the **synchronous** one reports every delivery, so a synchronous publish waits for the
-  reports of exactly its own messages and fails only for its own failures. It is a producer
-  of its own because librdkafka decides per producer, not per message, whether successes are
-  reported: one producer for both would either cost every asynchronous message a Python
-  callback or make a synchronous caller wait on everybody's traffic (``flush``).
-
-Order is kept per key among the messages of one kind; a key published both synchronously
-and asynchronously from one process may interleave.
-
-Everything that depends only on settings (the librdkafka configuration, the pool key) is
-computed once per settings object, so a per-message ``publish`` pays a dictionary lookup.
+Both send through the shared producers of :mod:`deimos.kafka.producers`: ``sync`` calls wait
+for the delivery reports of exactly their own messages (:func:`deimos.kafka.deliver`);
+asynchronous calls return once librdkafka queued the messages, and a failure reaches the
+producer's ``delivery_failed`` (``context.on_error``), the log and the ``publish_error``
+metric. The per-message path looks nothing up: the producer and failure reporter of a
+pipeline are kept on its produce context.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
-from deimos.config import Settings
 from deimos.errors import PublishError
 from deimos.hookspecs import hookimpl
+from deimos.kafka.config import producer_config
+from deimos.kafka.producers import (
+    SharedProducer,
+    close_all,
+    deliver,
+    flush_all,
+    shared_producer,
+)
 from deimos.message import Message, ProduceContext
-from deimos.partitioner import murmur2_partition
 
 log = logging.getLogger("deimos.backends.kafka")
 
-#: librdkafka logs go through Python logging under this logger
-LIBRDKAFKA_LOGGER = logging.getLogger("deimos.librdkafka")
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """The librdkafka producer configuration deimos uses for ``settings`` (a fresh dict)."""
-    return dict(_config_entry(settings)[1])
-
-
-def _build_config(settings: Settings) -> dict[str, Any]:
-    conf = settings.kafka.client_config()
-    conf.setdefault("bootstrap.servers", "localhost:9092")
-    conf.update({
-        "enable.idempotence": settings.producers.idempotence,
-        # Java clients' default partitioner, so keyed messages land where other clients put them.
-        "partitioner": "murmur2_random",
-        "delivery.report.only.error": True,
-        "linger.ms": 5,
-    })
-    conf.update(settings.producers.config)
-    return conf
-
-
-# settings object -> (settings, config, pool key): settings are immutable once built, so
-# everything derived from them is computed once; bounded because tests make many
-_configs: dict[int, tuple[Settings, dict[str, Any], str]] = {}
-
-
-def _config_entry(settings: Settings) -> tuple[Settings, dict[str, Any], str]:
-    entry = _configs.get(id(settings))
-    if entry is None or entry[0] is not settings:
-        conf = _build_config(settings)
-        key = repr(sorted((k, repr(v)) for k, v in conf.items()))
-        if len(_configs) > 64:
-            _configs.clear()
-        entry = _configs[id(settings)] = (settings, conf, key)
-    return entry
-
-
-class SharedProducer:
-    """A librdkafka producer plus a thread that serves its callbacks.
-
-    ``reports``: whether every delivery is reported (the synchronous producer) or only
-    failures (the asynchronous one).
-    """
-
-    def __init__(self, conf: dict[str, Any], *, reports: bool = False) -> None:
-        #: set when librdkafka reports a fatal error (e.g. an idempotent producer whose state
-        #: the broker lost): such a producer fails every later message, so it is replaced
-        self.fatal: KafkaError | None = None
-        #: the last error librdkafka reported (named when a synchronous publish times out)
-        self.last_error: KafkaError | None = None
-        self.reports = reports
-        self.closed = False
-        self.bootstrap = str(conf.get("bootstrap.servers", ""))
-        conf = {**conf, "error_cb": self._on_error, "logger": LIBRDKAFKA_LOGGER}
-        if reports:
-            conf["delivery.report.only.error"] = False
-        self.producer = Producer(conf)
-        self._stop = threading.Event()
-        self._partitions: dict[str, tuple[int, float]] = {}
-        self._thread = threading.Thread(target=self._poll_loop, name="deimos-producer-poll",
-                                        daemon=True)
-        self._thread.start()
-
-    def _on_error(self, err: KafkaError) -> None:
-        self.last_error = err
-        if err.fatal():
-            log.error("the Kafka producer hit a fatal error and will be replaced: %s", err)
-            self.fatal = err
-        else:
-            log.warning("Kafka producer: %s", err)
-
-    def _poll_loop(self) -> None:
-        poll = self.producer.poll
-        while not self._stop.is_set():
-            try:
-                poll(0.1)
-            except Exception:  # pragma: no cover - a callback bug must not stop polling
-                log.exception("error while serving producer callbacks")
-
-    def partition_count(self, topic: str) -> int:
-        cached = self._partitions.get(topic)
-        now = time.monotonic()
-        if cached and now - cached[1] < 60:
-            return cached[0]
-        md = self.producer.list_topics(topic, timeout=10)
-        tmd = md.topics.get(topic)
-        if tmd is None or tmd.error is not None or not tmd.partitions:
-            err = tmd.error if tmd is not None else "unknown topic"
-            raise PublishError(f"cannot read the partitions of topic {topic!r}: {err}")
-        count = len(tmd.partitions)
-        self._partitions[topic] = (count, now)
-        return count
-
-    def produce_all(self, topic: str, messages: Sequence[Message], callback: Any
-                    ) -> list[tuple[Message, KafkaException]]:
-        """Queue ``messages``, waiting while librdkafka's local queue is full; the messages
-        it refused (e.g. larger than ``message.max.bytes``) with their errors."""
-        produce = self.producer.produce
-        refused: list[tuple[Message, KafkaException]] = []
-        count = None
-        for m in messages:
-            partition = -1
-            if m.partition_key is not None:
-                if count is None:
-                    count = self.partition_count(topic)
-                partition = murmur2_partition(m.partition_key, count)
-            while True:
-                try:
-                    produce(topic, m.encoded_payload, m.encoded_key, partition, callback,
-                            headers=m.headers)  # type: ignore[arg-type]
-                    break
-                except BufferError:
-                    # local queue full: the poll thread serves callbacks meanwhile
-                    time.sleep(0.005)
-                except KafkaException as exc:
-                    refused.append((m, exc))
-                    break
-        return refused
-
-    def close(self, timeout: float) -> int:
-        self.closed = True
-        remaining = self.producer.flush(timeout)
-        self._stop.set()
-        self._thread.join(timeout=1)
-        return int(remaining)
-
-
-_pool_lock = threading.Lock()
-_pool: dict[tuple[str, bool], SharedProducer] = {}
-_exit_flush_timeout = 30.0
-_atexit_registered = False
-
-
-def _flush_at_exit() -> None:
-    """Asynchronously sent messages must not vanish when a script simply ends."""
-    remaining = flush_all(_exit_flush_timeout)
-    if remaining:
-        log.error("%d message(s) were still undelivered at exit", remaining)
-
-
-def shared_producer(settings: Settings, *, reports: bool = False) -> SharedProducer:
-    """The shared producer for ``settings``: asynchronous (failures reported only) by
-    default, synchronous (every delivery reported) with ``reports``. A producer that hit a
-    fatal error is replaced here."""
-    pool_key = (_config_entry(settings)[2], reports)
-    sp = _pool.get(pool_key)
-    if sp is None or sp.fatal is not None:
-        sp = _replace(settings, pool_key)
-    return sp
-
-
-def _replace(settings: Settings, pool_key: tuple[str, bool]) -> SharedProducer:
-    global _atexit_registered, _exit_flush_timeout
-    with _pool_lock:
-        sp = _pool.get(pool_key)
-        if sp is not None and sp.fatal is not None:
-            broken = sp
-            sp = None
-            threading.Thread(target=broken.close, args=(0,), daemon=True).start()
-        if sp is None:
-            sp = _pool[pool_key] = SharedProducer(_config_entry(settings)[1],
-                                                  reports=pool_key[1])
-            _exit_flush_timeout = settings.producers.flush_timeout
-            if not _atexit_registered:
-                atexit.register(_flush_at_exit)
-                _atexit_registered = True
-    return sp
-
-
-def flush_all(timeout: float) -> int:
-    with _pool_lock:
-        producers = list(_pool.values())
-    return sum(int(sp.producer.flush(timeout)) for sp in producers)
-
-
-def close_all(timeout: float) -> int:
-    with _pool_lock:
-        producers = list(_pool.values())
-        _pool.clear()
-    return sum(sp.close(timeout) for sp in producers)
-
-
-class _Waiter:
-    """The delivery reports of one synchronous call (called from the poll thread)."""
-
-    __slots__ = ("_lock", "done", "failures", "pending")
-
-    def __init__(self, pending: int) -> None:
-        self.pending = pending
-        self.failures: list[tuple[Any, Any]] = []
-        self.done = threading.Event()
-        self._lock = threading.Lock()
-        if not pending:
-            self.done.set()
-
-    def __call__(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self.failures.append((msg, err))
-        with self._lock:
-            self.pending -= 1
-            if self.pending <= 0:
-                self.done.set()
-
-    def refused(self, n: int) -> None:
-        """``n`` messages were never queued: no report will come for them."""
-        if n:
-            with self._lock:
-                self.pending -= n
-                if self.pending <= 0:
-                    self.done.set()
-
-
-def deliver(settings: Settings, topic: str, messages: Sequence[Message],
-            timeout: float | None = None) -> None:
-    """Send ``messages`` to ``topic`` and wait for the broker's acknowledgement of exactly
-    these messages (other threads' traffic is not waited for); raises :class:`PublishError`
-    naming the failures. Used by the ``kafka`` backend and for dead letters."""
-    timeout = settings.producers.sync_timeout if timeout is None else timeout
-    sp = shared_producer(settings, reports=True)
-    waiter = _Waiter(len(messages))
-    refused = sp.produce_all(topic, messages, waiter)
-    waiter.refused(len(refused))
-    if not waiter.done.wait(timeout):
-        last = f"; librdkafka's last error: {sp.last_error}" if sp.last_error else ""
-        raise PublishError(
-            f"{waiter.pending} of {len(messages)} message(s) to {topic!r} were not "
-            f"acknowledged within {timeout}s (kafka.bootstrap_servers {sp.bootstrap!r}"
-            f"{last})", list(refused) + list(waiter.failures))
-    failures: list[tuple[Any, Any]] = list(refused) + list(waiter.failures)
-    if failures:
-        raise PublishError(
-            f"{len(failures)} of {len(messages)} message(s) to {topic!r} were not "
-            f"delivered: {failures[0][1]}", failures)
+__all__ = ["KafkaAsyncBackend", "KafkaBackend", "deliver", "producer_config",
+           "shared_producer"]
 
 
 class _AsyncReporter:

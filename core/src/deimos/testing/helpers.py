@@ -28,8 +28,8 @@ from confluent_kafka import Message as KafkaMessage
 from deimos import config as _config
 from deimos.backends import test as _test_backend
 from deimos.config import ConsumerSettings
-from deimos.consumer import MessageProcessor, StopConsumer, _Base, resolve_settings
-from deimos.errors import SchemaValidationError, TransientError
+from deimos.consumer import MessageProcessor, _Base, resolve_settings
+from deimos.errors import SchemaValidationError
 from deimos.message import Message
 from deimos.runtime import Runtime, get_runtime
 from deimos.schema.base import SchemaContext
@@ -212,21 +212,23 @@ def _kafka_messages(processor: MessageProcessor, topic: str, payloads: Sequence[
 
 
 def _run(processor: MessageProcessor, msgs: list[Any]) -> None:
-    """The broker loop's retry rules without the broker or the backoff: a failed message is
-    handed to the handler again until ``retry.attempts``, then ``on_error`` decides."""
-    attempts: dict[int, int] = {}
+    """The broker loop's rules without the broker or the waits: the processor's own retry
+    policy decides (a failed message is handed to the handler again until ``retry.attempts``,
+    then ``on_error``), only the backoff is not slept."""
     while msgs:
-        try:
-            handled, error, failed_offset = processor.process(
-                msgs, lambda off: attempts.get(off, 0) + 1)
-        except StopConsumer as stop:
-            raise stop.error from None
-        if error is None or failed_offset is None:
+        outcome = processor.process(msgs)
+        first = msgs[0]
+        processor.policy.done(first.topic(), first.partition(),
+                              [m.offset() for m in msgs[:outcome.handled]], outcome)
+        if outcome.stop is not None:
+            raise outcome.stop
+        if outcome.retry is None or outcome.retry_offset is None:
             return
-        if isinstance(error, TransientError):
-            raise error  # the broker loop would wait for the service; here nothing would
-        attempts[failed_offset] = attempts.get(failed_offset, 0) + 1
-        msgs = msgs[handled:]
+        if outcome.transient:
+            raise outcome.retry  # the broker loop would wait for the service; here nothing
+        processor.policy.failed(first.topic(), first.partition(), outcome.retry_offset,
+                                outcome.retry)
+        msgs = msgs[outcome.handled:]
 
 
 def _dead_letter_to_test_backend(processor: MessageProcessor) -> None:
@@ -237,7 +239,7 @@ def _dead_letter_to_test_backend(processor: MessageProcessor) -> None:
         with _test_backend._lock:
             _test_backend.sent_messages.extend(messages)
 
-    processor.dead_letter_sender = send
+    processor.dead_letters.sender = send
 
 
 def _prepare(consumer: type[_Base] | _Base | str, topic: str | None,

@@ -1,0 +1,42 @@
+"""Consumers: per-message and batch handlers, the error policy and the commit rules.
+
+The package, one job a module:
+
+* :mod:`~deimos.consumer.api`: what a handler class overrides and is given (``Consumer``,
+  ``BatchConsumer``, ``Metadata``, ``BatchMetadata``, ``BatchError``);
+* :mod:`~deimos.consumer.settings`: class attributes and ``[[consumers]]`` entries resolved;
+* :mod:`~deimos.consumer.decoding`: a polled batch decoded with the schema backend;
+* :mod:`~deimos.consumer.policy`: the outcome of a pass and when a message is retried
+  (``on_error``: ``raise``, ``retry``, ``dead_letter``, ``skip``);
+* :mod:`~deimos.consumer.dead_letters`: writing given-up messages to the dead-letter topic;
+* :mod:`~deimos.consumer.processor`: decode, call the handler, apply the policy;
+* :mod:`~deimos.consumer.loop`: the broker loop (poll, pause/seek for retries, store and
+  commit offsets).
+"""
+
+from deimos.consumer.api import BatchConsumer, BatchError, BatchMetadata, Consumer, Metadata, _Base
+from deimos.consumer.dead_letters import ERROR_HEADERS, DeadLetters
+from deimos.consumer.loop import ConsumerLoop
+from deimos.consumer.policy import Outcome, RetryPolicy
+from deimos.consumer.processor import MessageProcessor
+from deimos.consumer.settings import consumer_settings_for, import_class, resolve_settings
+from deimos.kafka.config import consumer_config
+
+__all__ = [
+    "ERROR_HEADERS",
+    "BatchConsumer",
+    "BatchError",
+    "BatchMetadata",
+    "Consumer",
+    "ConsumerLoop",
+    "DeadLetters",
+    "MessageProcessor",
+    "Metadata",
+    "Outcome",
+    "RetryPolicy",
+    "_Base",
+    "consumer_config",
+    "consumer_settings_for",
+    "import_class",
+    "resolve_settings",
+]

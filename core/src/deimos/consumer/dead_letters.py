@@ -1,0 +1,94 @@
+"""Dead letters: a message given up on goes, with its original bytes, key and headers plus
+deimos's error headers, to the consumer's ``dead_letter_topic``.
+
+The dead letters of a batch are queued and written together, in one delivery wait, before any
+of their offsets may be stored. If they cannot be written, the consumer stops at the first of
+them: nothing from it on is committed, so it is redelivered after the restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from deimos.config import ConsumerSettings
+from deimos.consumer.policy import Stop
+from deimos.errors import PublishError
+from deimos.message import Message
+from deimos.runtime import Runtime
+
+log = logging.getLogger("deimos.consumer")
+
+ERROR_HEADERS = (
+    "deimos-error-class",
+    "deimos-error-message",
+    "deimos-original-topic",
+    "deimos-original-partition",
+    "deimos-original-offset",
+    "deimos-attempts",
+)
+
+
+class DeadLetters:
+    """The dead letters of the batch being processed, for one consumer."""
+
+    def __init__(self, settings: ConsumerSettings, runtime: Runtime,
+                 count: Callable[[Any], None]) -> None:
+        self.topic = settings.dead_letter_topic
+        self.runtime = runtime
+        #: writes one batch's dead letters and waits for them (the test helpers swap it)
+        self.sender: Callable[[list[Message]], None] = self._send
+        self._count = count
+        self._queue: list[tuple[Any, BaseException, int]] = []
+        #: messages written to the dead-letter topic by this consumer
+        self.written = 0
+
+    def add(self, msg: Any, exc: BaseException, attempts: int) -> None:
+        self._queue.append((msg, exc, attempts))
+
+    def clear(self) -> None:
+        self._queue = []
+
+    def keep_before(self, offset: int) -> None:
+        """Drop what was queued at or after ``offset`` (the consumer stops there)."""
+        self._queue = [d for d in self._queue if d[0].offset() < offset]
+
+    def message(self, msg: Any, exc: BaseException, attempts: int) -> Message:
+        """The dead letter of ``msg`` (:data:`ERROR_HEADERS` after its own headers)."""
+        assert self.topic is not None
+        headers = list(msg.headers() or [])
+        headers += [
+            ("deimos-error-class", f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
+            ("deimos-error-message", str(exc).encode(errors="replace")[:4000]),
+            ("deimos-original-topic", msg.topic().encode()),
+            ("deimos-original-partition", str(msg.partition()).encode()),
+            ("deimos-original-offset", str(msg.offset()).encode()),
+            ("deimos-attempts", str(attempts).encode()),
+        ]
+        key, value = msg.key(), msg.value()
+        return Message(self.topic, value, key, headers, None, key, value)
+
+    def _send(self, messages: list[Message]) -> None:
+        from deimos.kafka import producers
+
+        producers.deliver(self.runtime.settings, messages[0].topic, messages)
+
+    def flush(self, msgs: list[Any]) -> None:
+        """Write what is queued for group ``msgs``; :class:`Stop` at the first dead letter
+        of the group if they could not be written."""
+        dead, self._queue = self._queue, []
+        if not dead:
+            return
+        try:
+            self.sender([self.message(m, e, a) for m, e, a in dead])
+        except Exception as send_error:
+            first = [m.offset() for m in msgs].index(dead[0][0].offset())
+            raise Stop(first, PublishError(
+                f"could not write {len(dead)} message(s) to dead-letter topic "
+                f"{self.topic!r}: {send_error}")) from send_error
+        for m, error, attempts in dead:
+            self.written += 1
+            self._count(m)
+            log.error("message %s[%s]@%s sent to dead-letter topic %s after %d attempt(s): %r",
+                      m.topic(), m.partition(), m.offset(), self.topic, attempts, error)

@@ -1,0 +1,180 @@
+"""The broker loop: one librdkafka consumer in one thread, polling batches until stopped.
+
+At-least-once, always: librdkafka commits only offsets deimos *stored*, and deimos stores an
+offset only after the handler succeeded for every message up to it
+(``enable.auto.offset.store=false``). On shutdown or partition revocation the stored offsets
+are committed synchronously. A message to retry pauses its partition for the policy's delay
+(other partitions keep flowing), then the partition is sought back to it and resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from deimos.config import ConsumerSettings
+from deimos.consumer.api import _Base, _error, _partition, _topic
+from deimos.consumer.processor import MessageProcessor
+from deimos.errors import DeimosError
+from deimos.kafka.config import consumer_config
+from deimos.runtime import Runtime, get_runtime
+
+log = logging.getLogger("deimos.consumer")
+
+
+class ConsumerLoop:
+    """One librdkafka consumer in one thread, polling batches until stopped."""
+
+    def __init__(self, cls: type[_Base], settings: ConsumerSettings,
+                 runtime: Runtime | None = None, stop: threading.Event | None = None) -> None:
+        self.cls = cls
+        self.settings = settings
+        self.runtime = runtime or get_runtime()
+        self.stop_event = stop or threading.Event()
+        self.processor = MessageProcessor(cls(), settings, self.runtime)
+        self.policy = self.processor.policy
+        #: paused partitions: (offset to seek back to, monotonic time to resume)
+        self._retries: dict[tuple[str, int], tuple[int, float]] = {}
+        self.consumer: KafkaConsumer | None = None
+        self._multi_topic = bool(settings.topic_pattern) or len(settings.topics) != 1
+        self._fatal: KafkaError | None = None
+        #: set once the group gave this consumer its first partitions
+        self.assigned = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"consumer {self.settings.name}"
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err  # the loop raises: the runner restarts this consumer
+        else:
+            log.warning("consumer %s: %s", self.settings.name, err)
+
+    def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self.assigned.set()
+
+    def _on_revoke(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        self._commit(consumer)
+        for tp in partitions:
+            self._retries.pop((tp.topic, tp.partition), None)
+            self.policy.forget(tp.topic, tp.partition)
+
+    @staticmethod
+    def _commit(consumer: KafkaConsumer) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("offset commit failed: %s", exc)
+
+    def run(self) -> None:
+        """Poll until :meth:`stop`; the batch in flight finishes and offsets are committed."""
+        cs = self.settings
+        consumer = KafkaConsumer({**consumer_config(self.runtime.settings, cs),
+                                  "error_cb": self._on_error})
+        self.consumer = consumer
+        topics = list(cs.topics)
+        if cs.topic_pattern:
+            topics.append(cs.topic_pattern if cs.topic_pattern.startswith("^")
+                          else "^" + cs.topic_pattern)
+        prefix = self.runtime.settings.producers.topic_prefix
+        topics = [t if t.startswith("^") else prefix + t for t in topics]
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("consumer %s started on %s (group %s)", cs.name, topics, cs.group_id)
+        try:
+            while not self.stop_event.is_set():
+                if self._fatal is not None:
+                    raise DeimosError(f"consumer {cs.name}: fatal Kafka error: {self._fatal}")
+                self._resume_due(consumer)
+                msgs = consumer.consume(cs.max_batch_size, cs.max_wait_time)
+                if msgs:
+                    self.handle(consumer, msgs)
+        finally:
+            self._commit(consumer)
+            consumer.close()
+            self.consumer = None
+            log.info("consumer %s stopped", cs.name)
+
+    def handle(self, consumer: KafkaConsumer, msgs: list[Any]) -> None:
+        """Process one polled batch: group by topic-partition, handle, store offsets."""
+        errs = list(map(_error, msgs))
+        if errs.count(None) != len(errs):
+            for err in errs:
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    log.error("consumer %s: %s", self.settings.name, err)
+            msgs = [m for m, err in zip(msgs, errs) if err is None]
+            if not msgs:
+                return
+        parts: list[int] = list(map(_partition, msgs))
+        topics: list[str] | None = list(map(_topic, msgs)) if self._multi_topic else None
+        groups: dict[tuple[str, int], list[Any]]
+        if parts.count(parts[0]) == len(parts) and (
+                topics is None or topics.count(topics[0]) == len(topics)):
+            groups = {(str(msgs[0].topic()), parts[0]): msgs}
+        else:
+            groups = {}
+            for i, m in enumerate(msgs):
+                tp = (topics[i] if topics is not None else str(m.topic()), parts[i])
+                g = groups.get(tp)
+                if g is None:
+                    groups[tp] = [m]
+                else:
+                    g.append(m)
+        for (topic, partition), group in groups.items():
+            if self._retries and (topic, partition) in self._retries:
+                continue  # paused for a retry; re-read after the seek
+            try:
+                outcome = self.processor.process(group)
+            except BaseException:
+                self._commit(consumer)
+                raise
+            if outcome.handled:
+                last = group[outcome.handled - 1].offset()
+                consumer.store_offsets(offsets=[TopicPartition(topic, partition, last + 1)])
+            self.policy.done(topic, partition,
+                             [m.offset() for m in group[:outcome.handled]], outcome)
+            if outcome.stop is not None:
+                # on_error=raise, a fatal error: keep what succeeded before it, then stop
+                self._commit(consumer)
+                raise outcome.stop
+            if outcome.retry is not None and outcome.retry_offset is not None:
+                self._schedule_retry(consumer, topic, partition, outcome.retry_offset,
+                                     outcome.retry)
+
+    def _schedule_retry(self, consumer: KafkaConsumer, topic: str, partition: int,
+                        offset: int, error: BaseException) -> None:
+        retry = self.policy.failed(topic, partition, offset, error)
+        if retry.counted:
+            limit = "no limit" if self.policy.forever else f"of {self.policy.attempts}"
+            log.warning("consumer %s: %s[%d]@%d failed (attempt %d %s), retrying in %.2fs: "
+                        "%r", self.settings.name, topic, partition, offset, retry.attempt,
+                        limit, retry.delay, error)
+        else:
+            # not the message's fault: wait for the service, use up none of its attempts
+            log.warning("consumer %s: %s[%d]@%d cannot be handled yet (not counted against "
+                        "retry.attempts), retrying in %.2fs: %s", self.settings.name, topic,
+                        partition, offset, retry.delay, error)
+        consumer.pause([TopicPartition(topic, partition)])
+        self._retries[(topic, partition)] = (offset, time.monotonic() + retry.delay)
+        self.processor.telemetry.increment(
+            "retries", 1, {"topic": topic, "consumer_group": self.processor.group})
+
+    def _resume_due(self, consumer: KafkaConsumer) -> None:
+        if not self._retries:
+            return
+        now = time.monotonic()
+        for (topic, partition), (offset, resume_at) in list(self._retries.items()):
+            if resume_at <= now:
+                tp = TopicPartition(topic, partition, offset)
+                consumer.seek(tp)
+                consumer.resume([TopicPartition(topic, partition)])
+                del self._retries[(topic, partition)]

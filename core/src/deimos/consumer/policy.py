@@ -1,0 +1,119 @@
+"""The error policy: what one pass over a batch came to, and when a failed message is tried
+again.
+
+:class:`Outcome` is the single answer :meth:`MessageProcessor.process` gives, to the broker
+loop and to the test helpers alike; :class:`RetryPolicy` counts attempts per message, tells
+whether a message's retries are used up, and how long its partition waits. The loop carries
+the waits out (pause, seek, resume); the test helpers retry at once; both drive the same
+policy object.
+
+``on_error`` names one behaviour each, once a message's ``retry.attempts`` are used up:
+
+* ``raise`` (default): the consumer stops after committing what succeeded before the
+  message; the runner restarts it from there (nothing is lost);
+* ``retry``: the message is never given up on: it is tried again with the backoff (capped at
+  ``retry.max_backoff``) until it succeeds, its partition paused meanwhile, the others
+  flowing;
+* ``dead_letter``: the original bytes, key and headers plus error headers go to
+  ``dead_letter_topic``, then the partition moves on;
+* ``skip``: logged and counted, then the partition moves on.
+
+A message that cannot be decoded is not retried (decoding it again gives the same answer) and
+goes to ``on_error`` at once, except under ``retry``, where it stops the consumer as ``raise``
+does (retrying it forever could never succeed). A :class:`~deimos.errors.TransientError` is
+nobody's message's fault: it is retried with the backoff without counting an attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deimos.config import ConsumerSettings
+from deimos.errors import TransientError
+from deimos.retry import Backoff
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing one topic-partition's messages came to.
+
+    ``handled`` leading messages are done (handled, dead-lettered or skipped): their offsets
+    may be stored. Then at most one of: ``retry`` (try the message at ``retry_offset`` again,
+    after the policy's delay) or ``stop`` (the consumer must stop: ``on_error = "raise"``, a
+    fatal error, a dead letter that could not be written).
+    """
+
+    handled: int
+    retry: BaseException | None = None
+    retry_offset: int | None = None
+    stop: BaseException | None = None
+
+    @property
+    def transient(self) -> bool:
+        return isinstance(self.retry, TransientError)
+
+
+class Stop(Exception):
+    """Unwinds processing when the consumer must stop; becomes ``Outcome(stop=...)``."""
+
+    def __init__(self, handled: int, error: BaseException) -> None:
+        self.handled = handled
+        self.error = error
+        super().__init__(str(error))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A retry the policy scheduled: the message, its attempt number, the wait."""
+
+    offset: int
+    attempt: int
+    delay: float
+    counted: bool
+
+
+class RetryPolicy:
+    """Attempts per message and the backoff, for one consumer."""
+
+    def __init__(self, settings: ConsumerSettings) -> None:
+        r = settings.retry
+        self.attempts = r.attempts
+        self.forever = settings.on_error == "retry"
+        self.backoff = Backoff.from_settings(r)
+        self._attempts: dict[tuple[str, int, int], int] = {}
+        #: consecutive transient failures per partition: the backoff of an outage
+        self._outages: dict[tuple[str, int], int] = {}
+
+    def attempt(self, topic: str, partition: int, offset: int) -> int:
+        """The number of the attempt about to be made at the message (1 for the first)."""
+        return self._attempts.get((topic, partition, offset), 0) + 1
+
+    def exhausted(self, attempt: int) -> bool:
+        """Whether a message that failed on ``attempt`` is given up on (``on_error``)."""
+        return not self.forever and attempt >= self.attempts
+
+    def failed(self, topic: str, partition: int, offset: int, error: BaseException) -> Retry:
+        """Record a failure to be retried; the retry to schedule."""
+        if isinstance(error, TransientError):
+            outage = self._outages.get((topic, partition), 0) + 1
+            self._outages[(topic, partition)] = outage
+            return Retry(offset, self._attempts.get((topic, partition, offset), 0),
+                         self.backoff.delay(outage), counted=False)
+        key = (topic, partition, offset)
+        attempt = self._attempts.get(key, 0) + 1
+        self._attempts[key] = attempt
+        return Retry(offset, attempt, self.backoff.delay(attempt), counted=True)
+
+    def done(self, topic: str, partition: int, offsets: list[int], outcome: Outcome) -> None:
+        """Forget what the messages at ``offsets`` (now done) were counted."""
+        if self._attempts:
+            for off in offsets:
+                self._attempts.pop((topic, partition, off), None)
+        if self._outages and not outcome.transient:
+            self._outages.pop((topic, partition), None)
+
+    def forget(self, topic: str, partition: int) -> None:
+        """The partition was revoked: whoever gets it next counts afresh."""
+        self._outages.pop((topic, partition), None)
+        for key in [k for k in self._attempts if k[0] == topic and k[1] == partition]:
+            del self._attempts[key]

@@ -1,0 +1,334 @@
+"""Handling one topic-partition's messages: decode, call the handler, apply the policy.
+
+:class:`MessageProcessor` does no I/O of its own but writing dead letters; the broker loop
+(:mod:`deimos.consumer.loop`) and the test helpers (:mod:`deimos.testing.helpers`) both hand
+it messages and act on the :class:`~deimos.consumer.policy.Outcome` it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from deimos.config import ConsumerSettings
+from deimos.consumer.api import (
+    _RAW,
+    BatchConsumer,
+    BatchError,
+    BatchMetadata,
+    Metadata,
+    _Base,
+    _key,
+    _raw_headers,
+)
+from deimos.consumer.dead_letters import DeadLetters
+from deimos.consumer.decoding import Decoder
+from deimos.consumer.policy import Outcome, RetryPolicy, Stop
+from deimos.errors import TransientError
+from deimos.runtime import Runtime, SchemaBackend
+
+log = logging.getLogger("deimos.consumer")
+
+
+class MessageProcessor:
+    """Decoding, handler calls and the error policy for one consumer class."""
+
+    def __init__(self, handler: _Base, settings: ConsumerSettings, runtime: Runtime) -> None:
+        self.handler = handler
+        self.settings = settings
+        self.runtime = runtime
+        self.batch = isinstance(handler, BatchConsumer)
+        self.telemetry = runtime.telemetry
+        self.decoder = Decoder(handler, settings, runtime)
+        self.key_config = self.decoder.key_config
+        self.policy = RetryPolicy(settings)
+        self.dead_letters = DeadLetters(settings, runtime, self._count_dead_letter)
+        self._tagsets: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
+        #: messages skipped by this processor (also counted in telemetry)
+        self.skipped = 0
+        self.group = settings.group_id or ""
+
+    @property
+    def dead_lettered(self) -> int:
+        """Messages this processor wrote to the dead-letter topic."""
+        return self.dead_letters.written
+
+    def schema_for(self, topic: str) -> SchemaBackend:
+        return self.decoder.schema_for(topic)
+
+    _STATUSES = ("received", "success", "error", "batch_received", "batch_success",
+                 "batch_error")
+    _TIMES = ("consume", "consume_batch", "time_delayed")
+
+    def tagset(self, topic: str, partition: int) -> dict[str, dict[str, str]]:
+        """Metric tags per topic-partition, built once: ``base`` plus one dict per
+        ``status:`` and ``time:`` value (no dict building per batch)."""
+        key = (topic, partition)
+        ts = self._tagsets.get(key)
+        if ts is None:
+            base = {"topic": topic, "consumer_group": self.group, "partition": str(partition)}
+            ts = {"base": base}
+            ts.update({st: {**base, "status": st} for st in self._STATUSES})
+            ts.update({t: {**base, "time": t} for t in self._TIMES})
+            self._tagsets[key] = ts
+        return ts
+
+    def _count_dead_letter(self, msg: Any) -> None:
+        self.telemetry.increment("dead_lettered", 1,
+                                 self.tagset(msg.topic(), msg.partition())["base"])
+
+    def give_up(self, msg: Any, exc: BaseException, attempts: int, payload: Any = None,
+                metadata: Any = None) -> None:
+        """Apply ``on_error`` to a message whose retries are used up (or undecodable): a dead
+        letter is queued (written with the group's others by :meth:`process`), a skip is
+        counted, anything else raises."""
+        policy = self.settings.on_error
+        if policy == "dead_letter":
+            self.dead_letters.add(msg, exc, attempts)
+            return
+        if policy == "skip":
+            self.skipped += 1
+            self.telemetry.increment("skipped", 1, self.tagset(msg.topic(),
+                                                               msg.partition())["base"])
+            log.error("message %s[%s]@%s skipped after %d attempt(s): %r", msg.topic(),
+                      msg.partition(), msg.offset(), attempts, exc)
+            return
+        raise exc
+
+    def process(self, msgs: list[Any]) -> Outcome:
+        """Handle messages of one topic-partition, in order; what it came to."""
+        dead = self.dead_letters
+        dead.clear()
+        try:
+            try:
+                outcome = self._process(msgs)
+            except Stop as stop:
+                # what was dead-lettered before the stop is written before its offsets count
+                if stop.handled < len(msgs):
+                    dead.keep_before(msgs[stop.handled].offset())
+                dead.flush(msgs)
+                return Outcome(stop.handled, stop=stop.error)
+            dead.flush(msgs)
+        except Stop as failed_write:
+            return Outcome(failed_write.handled, stop=failed_write.error)
+        except BaseException:
+            dead.clear()
+            raise
+        return outcome
+
+    def _process(self, msgs: list[Any]) -> Outcome:
+        first = msgs[0]
+        topic = first.topic()
+        partition = first.partition()
+        try:
+            payloads, keys, decode_errors = self.decoder.decode(topic, msgs)
+        except TransientError as waiting:
+            return Outcome(0, waiting, first.offset())
+        tags = self.tagset(topic, partition)
+        tel = self.telemetry
+        self._log_payloads(topic, partition, msgs, payloads, keys)
+        if tel.metrics_enabled:
+            ts = msgs[-1].timestamp()
+            if ts and ts[1] > 0:
+                tel.timing("handler", max(0.0, time.time() - ts[1] / 1000.0),
+                           tags["time_delayed"])
+        if self.batch:
+            return self._process_batch(msgs, payloads, keys, decode_errors, topic, partition,
+                                       tags)
+        return self._process_messages(msgs, payloads, keys, decode_errors, topic, partition,
+                                      tags)
+
+    def _process_messages(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
+                          decode_errors: dict[int, BaseException], topic: str, partition: int,
+                          tags: dict[str, dict[str, str]]) -> Outcome:
+        tel = self.telemetry
+        n = len(msgs)
+        tel.increment("handler", n, tags["received"])
+        ok = 0  # messages before this index are done (handled or given up)
+        succeeded = 0
+        try:
+            while ok < n:
+                end = n
+                if decode_errors:
+                    bad = [i for i in decode_errors if i >= ok]
+                    if bad and min(bad) == ok:
+                        try:
+                            self.give_up(msgs[ok], decode_errors[ok], 1)
+                        except Exception as raised:
+                            raise Stop(ok, raised) from raised
+                        ok += 1
+                        continue
+                    end = min(bad) if bad else n
+                i, exc = self._run_messages(msgs, payloads, keys, ok, end, topic, partition,
+                                            tags)
+                succeeded += i - ok
+                if exc is None:
+                    ok = end
+                    continue
+                tel.increment("handler", 1, tags["error"])
+                m = msgs[i]
+                md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
+                if self.handler.fatal_error(exc, payloads[i], md):
+                    raise Stop(i, exc)
+                attempt = self.policy.attempt(topic, partition, m.offset())
+                if not self.policy.exhausted(attempt):
+                    return Outcome(i, exc, m.offset())
+                try:
+                    self.give_up(m, exc, attempt, payloads[i], md)
+                except Exception as raised:
+                    raise Stop(i, raised) from raised
+                ok = i + 1
+            return Outcome(n)
+        finally:
+            if succeeded:
+                tel.increment("handler", succeeded, tags["success"])
+
+    def _run_messages(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
+                      start: int, stop: int, topic: str, partition: int,
+                      tags: dict[str, dict[str, str]]) -> tuple[int, BaseException | None]:
+        """Call the handler for ``msgs[start:stop]``; the index and error of the first
+        failure, or ``(stop, None)``."""
+        consume = self.handler.consume  # type: ignore[attr-defined]
+        tel = self.telemetry
+        i = start
+        try:
+            if tel.tracing_enabled or tel.metrics_enabled:
+                for i in range(start, stop):
+                    m = msgs[i]
+                    md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
+                    t0 = time.perf_counter()
+                    if tel.tracing_enabled:
+                        with tel.span(f"process {topic}", _span_attrs(
+                                topic, self.group, partition, m.offset(), 1), md.headers):
+                            consume(payloads[i], md)
+                    else:
+                        consume(payloads[i], md)
+                    tel.timing("handler", time.perf_counter() - t0, tags["consume"])
+            elif keys is None:
+                for i in range(start, stop):
+                    consume(payloads[i], Metadata(msgs[i], _RAW, topic, partition))
+            else:
+                for i in range(start, stop):
+                    consume(payloads[i], Metadata(msgs[i], keys[i], topic, partition))
+        except Exception as exc:
+            return i, exc
+        return stop, None
+
+    def _process_batch(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
+                       decode_errors: dict[int, BaseException], topic: str, partition: int,
+                       tags: dict[str, dict[str, str]]) -> Outcome:
+        tel = self.telemetry
+        if decode_errors:
+            # hand the decodable runs to the handler and give up on the bad ones, in order
+            done = 0
+            try:
+                for bad in sorted(decode_errors):
+                    if bad > done:
+                        part = self._process_batch(
+                            msgs[done:bad], payloads[done:bad],
+                            None if keys is None else keys[done:bad], {}, topic, partition, tags)
+                        if part.retry is not None:
+                            return Outcome(done + part.handled, part.retry, part.retry_offset)
+                    try:
+                        self.give_up(msgs[bad], decode_errors[bad], 1)
+                    except Exception as stop:
+                        raise Stop(bad - done, stop) from stop
+                    done = bad + 1
+                if done < len(msgs):
+                    part = self._process_batch(
+                        msgs[done:], payloads[done:], None if keys is None else keys[done:],
+                        {}, topic, partition, tags)
+                    return Outcome(done + part.handled, part.retry, part.retry_offset)
+            except Stop as stop:
+                raise Stop(done + stop.handled, stop.error) from stop.error
+            return Outcome(len(msgs))
+        n = len(msgs)
+        md = BatchMetadata(msgs, keys, topic, partition)
+        if tel.metrics_enabled:
+            tel.increment("handler", 1, tags["batch_received"])
+            tel.increment("handler", n, tags["received"])
+        start = time.perf_counter()
+        try:
+            if tel.tracing_enabled:
+                with tel.span(f"process {topic}", _span_attrs(topic, self.group, partition,
+                                                              msgs[0].offset(), n),
+                              None, _link_headers(msgs)):
+                    self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+            else:
+                self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+        except Exception as exc:
+            tel.increment("handler", 1, tags["batch_error"])
+            index = exc.index if isinstance(exc, BatchError) else 0
+            cause = exc.cause if isinstance(exc, BatchError) and isinstance(
+                exc.cause, BaseException) else exc
+            index = min(max(index, 0), n - 1)
+            failed = msgs[index]
+            if self.handler.fatal_error(cause, payloads[index], md.slice(index)):
+                raise Stop(index, cause) from cause
+            attempt = self.policy.attempt(topic, partition, failed.offset())
+            if not self.policy.exhausted(attempt):
+                return Outcome(index, cause, failed.offset())
+            # retries used up: find the bad message(s) one at a time so the rest get through
+            for j in range(index, n):
+                one = md.slice(j, j + 1)
+                try:
+                    self.handler.consume_batch([payloads[j]], one)  # type: ignore[attr-defined]
+                except Exception as one_exc:
+                    c = one_exc.cause if isinstance(one_exc, BatchError) and isinstance(
+                        one_exc.cause, BaseException) else one_exc
+                    if self.handler.fatal_error(c, payloads[j], one):
+                        raise Stop(j, c) from c
+                    try:
+                        self.give_up(msgs[j], c, attempt, payloads[j], one)
+                    except Exception as stop:
+                        raise Stop(j, stop) from stop
+            return Outcome(n)
+        if tel.metrics_enabled:
+            tel.timing("handler", time.perf_counter() - start,
+                       tags["consume_batch"])
+            tel.increment("handler", 1, tags["batch_success"])
+            tel.increment("handler", n, tags["success"])
+        return Outcome(n)
+
+    def _log_payloads(self, topic: str, partition: int, msgs: list[Any], payloads: list[Any],
+                      keys: list[Any] | None) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        mode = self.settings.payload_log
+        if mode == "count":
+            log.debug("received %d message(s) from %s[%d]", len(msgs), topic, partition)
+        elif mode == "keys":
+            log.debug("received from %s[%d]: keys %r", topic, partition, keys)
+        elif mode == "headers":
+            log.debug("received from %s[%d]: keys %r headers %r", topic, partition, keys,
+                      [m.headers() for m in msgs])
+        else:
+            log.debug("received from %s[%d]: %r", topic, partition,
+                      list(zip(keys if keys is not None else map(_key, msgs), payloads)))
+
+
+def _link_headers(msgs: list[Any]) -> list[dict[str, bytes]]:
+    """The distinct header sets of a batch, for span links: messages published in one chunk
+    share a trace context, so a batch usually links to a handful of traces, not N."""
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for h in map(_raw_headers, msgs):
+        if h:
+            t = tuple(h)
+            if t not in seen:
+                seen.add(t)
+                out.append(dict(h))
+    return out
+
+
+def _span_attrs(topic: str, group: str, partition: int, offset: int, n: int) -> dict[str, Any]:
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.consumer.group.name": group,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+        "messaging.batch.message_count": n,
+    }
