@@ -32,7 +32,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("producers.topics[]", c.TopicSettings,
      "Topics `deimos.produce(topic, ...)` may publish to without a producer class."),
     ("consumers[]", c.ConsumerSettings, "One entry per consumer (`deimos run` starts them)."),
-    ("consumers[].retry", c.RetrySettings, "Retries when `on_error = \"retry\"`."),
+    ("consumers[].retry", c.RetrySettings,
+     "When a failed message is tried again (every `on_error`; see "
+     "[Consumers](consumers.md#errors))."),
     ("schema", c.SchemaSettings, "How payloads and keys are encoded."),
     ("metrics", c.MetricsSettings, "Metrics providers; every enabled provider gets every "
                                    "measurement (fan-out)."),

@@ -234,7 +234,9 @@ class ConsumerSettings(Section):
         "default; the broker then decides session and heartbeat timeouts)")
     concurrency: int = Field(1, ge=1, description="threads, each with its own partitions")
     payload_log: Literal["full", "keys", "count", "headers"] = "full"
-    on_error: Literal["raise", "retry", "dead_letter", "skip"] = "raise"
+    on_error: Literal["raise", "retry", "dead_letter", "skip"] = Field(
+        "raise", description="once a message's retry.attempts are used up: raise (stop; "
+        "restart from the committed offset), retry (never give up), dead_letter, skip")
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter_topic: str | None = None
     use_schema_classes: bool | None = None
