@@ -29,7 +29,7 @@ def test_an_async_consume_is_refused_when_the_class_is_defined() -> None:
 
 
 def test_an_async_consume_batch_is_refused_too() -> None:
-    with pytest.raises(TypeError, match="Orders.consume_batch is 'async def'"):
+    with pytest.raises(TypeError, match=r"Orders\.consume_batch is 'async def'"):
         class Orders(BatchConsumer):
             async def consume_batch(self, payloads: list[Any], metadata: Any) -> None:
                 pass
