@@ -313,10 +313,16 @@ def _secret_settings() -> dict[str, object]:
             "ssl_key_password": "keypass",
             "config": {"sasl.password": "sasl-pass-in-config", "linger.ms": 5},
         },
-        "schema": {"registry_url": "https://svc:regpass-in-url@registry:8081",
-                   "user": "svc", "password": "registry-pw"},
+        # credentials in the URL; schema.user/password may not be set beside them (a
+        # settings error since issue 16), so _password_settings() holds those
+        "schema": {"registry_url": "https://svc:regpass-in-url@registry:8081"},
         "producers": {"config": {"sasl.oauthbearer.client.secret": "token-in-plugin"}},
     }
+
+
+def _password_settings() -> dict[str, object]:
+    return {"schema": {"registry_url": "https://registry:8081", "user": "svc",
+                       "password": "registry-pw"}}
 
 
 def _assert_masked(text: str) -> None:
@@ -326,8 +332,9 @@ def _assert_masked(text: str) -> None:
 
 def test_secrets_masked_in_repr_and_str() -> None:
     settings = build_settings(_secret_settings(), environ={}).settings
+    with_password = build_settings(_password_settings(), environ={}).settings
     for text in (repr(settings), str(settings), repr(settings.kafka), str(settings.schema),
-                 f"{settings.producers!r}"):
+                 f"{settings.producers!r}", repr(with_password), str(with_password.schema)):
         _assert_masked(text)
     assert MASK in repr(settings.kafka)
     assert "svc" in repr(settings.kafka)  # only the secrets are hidden
@@ -340,14 +347,15 @@ def test_secrets_masked_in_masked_dict_but_usable() -> None:
     _assert_masked(json.dumps(data))
     assert data["kafka"]["sasl_password"] == MASK
     assert data["kafka"]["config"] == {"sasl.password": MASK, "linger.ms": 5}
-    assert data["schema"]["password"] == MASK
     assert data["schema"]["registry_url"] == "https://svc:**********@registry:8081"
+    with_password = build_settings(_password_settings(), environ={}).settings
+    assert masked_dict(with_password)["schema"]["password"] == MASK
     # the real values are still there for the client
     conf = settings.kafka.client_config()
     assert conf["sasl.password"] == "sasl-pass-in-config"  # pass-through wins
     assert conf["ssl.key.password"] == "keypass"
-    assert settings.schema.password is not None
-    assert settings.schema.password.get_secret_value() == "registry-pw"
+    assert with_password.schema.password is not None
+    assert with_password.schema.password.get_secret_value() == "registry-pw"
 
 
 def test_secrets_masked_in_errors_and_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -377,7 +385,6 @@ def test_secrets_masked_in_config_show(tmp_path: Path, monkeypatch: pytest.Monke
 
         [schema]
         registry_url = "https://svc:regpass-in-url@registry:8081"
-        password = "registry-pw"
 
         [producers.config]
         "sasl.oauthbearer.client.secret" = "token-in-plugin"
@@ -421,3 +428,55 @@ def test_version_command() -> None:
     assert result.exit_code == 0
     assert result.output.startswith(f"deimos-kafka {deimos.__version__}\n")
     assert "librdkafka" in result.output
+
+
+def test_a_second_configure_merges_onto_the_first() -> None:
+    deimos.configure(schema={"backend": "mock", "path": "/srv/schemas"},
+                     kafka={"bootstrap_servers": "k1:9092"})
+    merged = deimos.configure(metrics={"providers": ["mock"]},
+                              kafka={"client_id": "svc"})
+    assert merged.schema.backend == "mock" and merged.schema.path == "/srv/schemas"
+    assert merged.kafka.bootstrap_servers == "k1:9092" and merged.kafka.client_id == "svc"
+    assert merged.metrics.providers == ["mock"]
+
+
+def test_configure_with_replace_starts_over() -> None:
+    deimos.configure(schema={"backend": "mock"})
+    fresh = deimos.configure(metrics={"providers": ["mock"]}, replace=True)
+    assert fresh.schema.backend == "plain" and fresh.metrics.providers == ["mock"]
+
+
+def test_a_second_configure_keeps_the_file_of_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "deimos.toml"
+    path.write_text('[schema]\nbackend = "mock"\n')
+    deimos.configure(file=path)
+    assert deimos.configure(metrics={"providers": ["mock"]}).schema.backend == "mock"
+
+
+def test_malformed_yaml_is_a_settings_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "deimos.yaml"
+    path.write_text("kafka:\n  bootstrap_servers: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        build_settings(file=path, environ={})
+    assert "deimos.yaml" in str(info.value) and "is not valid" in str(info.value)
+
+
+def test_model_dump_masks_credentials_in_urls() -> None:
+    settings = build_settings({"schema": {"registry_url": "http://svc:hunter2@reg:8081"},
+                               "kafka": {"config": {"x.url": "http://a:topsecret@h"}}},
+                              environ={}).settings
+    dumped = json.dumps(settings.model_dump(mode="json"))
+    assert "hunter2" not in dumped and "topsecret" not in dumped
+    assert "http://svc:**********@reg:8081" in dumped
+    # what deimos reads itself still works
+    from deimos.config import settings_data
+
+    assert settings_data(settings)["schema"]["registry_url"] == "http://svc:hunter2@reg:8081"
+
+
+def test_version_command_prints_the_client_versions_whole() -> None:
+    import confluent_kafka
+
+    result = CliRunner().invoke(cli, ["version"])
+    assert f"confluent-kafka {confluent_kafka.__version__}," in result.output
+    assert f"librdkafka {confluent_kafka.libversion()[0]}" in result.output

@@ -46,7 +46,30 @@ def test_a_crashed_runnable_is_logged_and_restarted_after_the_delay(caplog):
         executor.stop()
         assert executor.join(10)
     assert executor.crashes == 1
-    assert "runnable 0 crashed; restarting in 0.2s" in caplog.text
+    # named (issue 16: "runnable 0 crashed" did not say which consumer it was)
+    assert "runnable 0 (Flaky) crashed; restarting in 0.2s" in caplog.text
+
+
+class _CrashingConsumer:
+    def __repr__(self) -> str:
+        return "consumer OrderConsumer"
+
+    def run(self) -> None:
+        raise RuntimeError("boom")
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_crash_is_logged_with_the_runnables_own_name(caplog):
+    executor = Executor([_CrashingConsumer], restart_delay=5)
+    executor.start()
+    try:
+        wait_for(lambda: executor.crashes == 1, timeout=10, what="the crash")
+    finally:
+        executor.stop()
+        assert executor.join(10)
+    assert "consumer OrderConsumer crashed; restarting in 5.0s" in caplog.text
 
 
 seen: list[tuple[str, int, str]] = []

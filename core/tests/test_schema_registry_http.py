@@ -17,7 +17,7 @@ from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from deimos.config import build_settings
-from deimos.errors import TransientError
+from deimos.errors import ConfigError, TransientError
 from deimos.schema.devregistry import RegistryStore
 from deimos.schema.registry import (
     RegistryError,
@@ -58,9 +58,13 @@ def test_user_info_leaves_the_url_for_basic_auth() -> None:
         "http://h:8081,http://h2:8081", "svc:p@ss")
     conf = registry_conf(_settings("http://svc:hunter2@h:8081"))
     assert conf == {"url": "http://h:8081", "basic.auth.user.info": "svc:hunter2"}
-    # schema.user/password win over the URL's user info
-    conf = registry_conf(_settings("http://svc:old@h:8081", user="u", password="new"))
-    assert conf == {"url": "http://h:8081", "basic.auth.user.info": "u:new"}
+    # credentials in the URL and in schema.user/password at once: a settings error naming
+    # both, not a silent choice of one (changed from "the settings win": issue 16 asks for it)
+    with pytest.raises(ConfigError) as info:
+        _settings("http://svc:old@h:8081", user="u", password="new")
+    assert "schema: Value error, schema.registry_url carries credentials" in str(info.value)
+    assert "schema.user/schema.password are set too" in str(info.value)
+    assert "old" not in str(info.value) and "new" not in str(info.value)
 
 
 def test_credentials_from_the_url_authenticate_and_are_never_logged(

@@ -54,7 +54,9 @@ def version() -> None:
     import confluent_kafka
 
     click.echo(f"deimos-kafka {deimos.__version__}")
-    click.echo(f"confluent-kafka {confluent_kafka.version()[0]}, "
+    # confluent_kafka.version() is a plain string (indexing it gave "2"); libversion() is a
+    # (string, int) pair
+    click.echo(f"confluent-kafka {confluent_kafka.__version__}, "
                f"librdkafka {confluent_kafka.libversion()[0]}")
 
 

@@ -22,9 +22,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     ValidationError,
     create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -72,6 +75,19 @@ class Section(BaseModel):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, _mask_value(name or "", value)
+
+    @model_serializer(mode="wrap")
+    def _mask_credentials(self, handler: SerializerFunctionWrapHandler,
+                          info: SerializationInfo) -> Any:
+        """``model_dump()`` masks credentials in URLs too (``schema.registry_url``,
+        ``db.url``): settings get dumped into logs and error reports. deimos itself reads
+        them with ``context={REVEAL: True}`` (:func:`settings_data`)."""
+        data = handler(self)
+        if (info.context or {}).get(REVEAL) or not isinstance(data, dict):
+            return data
+        return {k: mask_url(v) if isinstance(v, str) else
+                {ik: mask_url(iv) if isinstance(iv, str) else iv for ik, iv in v.items()}
+                if isinstance(v, dict) else v for k, v in data.items()}
 
 
 def _split_commas(v: Any) -> Any:
@@ -261,6 +277,15 @@ class SchemaSettings(Section):
     use_schema_classes: bool = False
     generated_class_path: str = "schemas"
 
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> SchemaSettings:
+        if (self.user is not None or self.password is not None) and re.search(
+                r"://[^/@]+@", self.registry_url):
+            raise ValueError(
+                "schema.registry_url carries credentials (user:password@) and schema.user/"
+                "schema.password are set too: give them one way")
+        return self
+
 
 class MetricsSettings(Section):
     providers: list[str] = Field(default_factory=list)
@@ -327,6 +352,16 @@ def settings_model() -> type[Settings]:
     return create_model("Settings", __base__=Settings, **fields)
 
 
+def _yaml_error() -> type[Exception]:
+    """PyYAML's error base class (a settings error like any other parse error), or a class
+    nothing raises when PyYAML is not installed."""
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML is a dependency
+        return ValueError
+    return yaml.YAMLError  # type: ignore[no-any-return]
+
+
 def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a ``.toml``, ``.yaml`` or ``.yml`` settings file."""
     p = Path(path)
@@ -342,7 +377,7 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             data = yaml.safe_load(text) or {}
         else:
             raise ConfigError([("<file>", f"{str(p)!r}: use a .toml, .yaml or .yml file")])
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
+    except (tomllib.TOMLDecodeError, ValueError, _yaml_error()) as exc:
         raise ConfigError([("<file>", f"{str(p)!r} is not valid: {exc}")]) from exc
     if not isinstance(data, dict):
         raise ConfigError([("<file>", f"{str(p)!r} must hold a table/mapping at the top")])
@@ -427,9 +462,21 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+#: ``model_dump(context={REVEAL: True})`` keeps credentials in URLs (deimos's own reads)
+REVEAL = "deimos_reveal_credentials"
+
+
+def settings_data(settings: BaseModel, *, exclude_unset: bool = True) -> dict[str, Any]:
+    """Settings as plain data that builds the same settings again (credentials kept: not for
+    showing; :func:`masked_dict` is)."""
+    data: dict[str, Any] = settings.model_dump(by_alias=True, exclude_unset=exclude_unset,
+                                               context={REVEAL: True})
+    return data
+
+
 def _to_plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(by_alias=True, exclude_unset=True)
+        return settings_data(value)
     if isinstance(value, Mapping):
         return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -459,11 +506,16 @@ def _format_errors(exc: ValidationError, sources: Mapping[str, str]) -> ConfigEr
 
 
 class LoadedSettings:
-    """Validated settings plus where each value came from."""
+    """Validated settings plus where each value came from, and what they were built from (a
+    later ``configure`` merges onto it)."""
 
-    def __init__(self, settings: Settings, sources: dict[str, str]):
+    def __init__(self, settings: Settings, sources: dict[str, str],
+                 python: dict[str, Any] | None = None,
+                 file: str | os.PathLike[str] | None = None):
         self.settings = settings
         self.sources = sources
+        self.python = python or {}
+        self.file = file
 
 
 def build_settings(
@@ -477,6 +529,7 @@ def build_settings(
     sources: dict[str, str] = {}
     data: dict[str, Any] = {}
     file = file or environ.get(ENV_FILE_VAR) or None
+    pdata: dict[str, Any] = {}
     if file:
         fdata = load_file(file)
         data = _deep_merge(data, fdata)
@@ -495,7 +548,7 @@ def build_settings(
         settings = model.model_validate(data)
     except ValidationError as exc:
         raise _format_errors(exc, sources) from None
-    return LoadedSettings(settings, sources)
+    return LoadedSettings(settings, sources, pdata, file)
 
 
 def masked_dict(settings: BaseModel) -> dict[str, Any]:
@@ -545,12 +598,18 @@ def configure(
     settings: Mapping[str, Any] | Settings | None = None,
     *,
     file: str | os.PathLike[str] | None = None,
+    replace: bool = False,
     **sections: Any,
 ) -> Settings:
     """Set deimos's settings for this process and return them.
 
     ``deimos.configure(kafka={"bootstrap_servers": "k:9092"}, schema={"backend": "avro_local"})``
     or ``deimos.configure(file="deimos.toml")``; the environment still overrides both.
+
+    A later call **merges** onto what earlier calls gave (tables merged key by key, a list
+    such as ``consumers`` replaced whole; the file stays unless a new one is given), so a
+    library configuring ``metrics`` does not drop an application's ``schema``. Pass
+    ``replace=True`` to start over from defaults, the file and the environment.
     """
     python: dict[str, Any] = {}
     if isinstance(settings, BaseModel):
@@ -558,6 +617,10 @@ def configure(
     elif settings:
         python = _to_plain(dict(settings))
     python = _deep_merge(python, _to_plain(sections))
+    previous = _current
+    if previous is not None and not replace:
+        python = _deep_merge(previous.python, python)
+        file = file or previous.file
     loaded = build_settings(python, file=file)
     _install(loaded)
     return loaded.settings

@@ -82,7 +82,7 @@ def run_demo(messages: int = 10_000, file: str | None = None) -> int:
         topic = f"demo.widgets.{run_id}"
         create_topic(bootstrap, topic, partitions=3)
         deimos.configure(
-            {**base.model_dump(by_alias=True, exclude_unset=True)},
+            base,
             kafka={"bootstrap_servers": bootstrap},
         )
         WidgetProducer.topic = topic

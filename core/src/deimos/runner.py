@@ -62,7 +62,9 @@ class Executor:
                 log.warning("runnable %s returned without being stopped; restarting", runnable)
             except Exception:
                 self.crashes += 1
-                log.exception("runnable %d crashed; restarting in %.1fs", index,
+                with self._lock:
+                    crashed = self._current.get(index)
+                log.exception("%s crashed; restarting in %.1fs", _name(crashed, index),
                               self.restart_delay)
             finally:
                 with self._lock:
@@ -101,6 +103,16 @@ class Executor:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.join(get_runtime().settings.runner.shutdown_timeout)
+
+
+def _name(runnable: Any, index: int) -> str:
+    """What a log line calls a runnable: its own ``repr`` where it has one (``consumer
+    OrderConsumer``, ``DbProducer(<id>)``), else its index and class."""
+    if runnable is None:
+        return f"runnable {index}"
+    if type(runnable).__repr__ is not object.__repr__:
+        return repr(runnable)
+    return f"runnable {index} ({type(runnable).__qualname__})"
 
 
 class SignalHandler:

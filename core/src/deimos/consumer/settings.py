@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Sequence
 from typing import Any
 
-from deimos.config import ConsumerSettings
+from deimos.config import ConsumerSettings, settings_data
 from deimos.consumer.api import _Base
 from deimos.errors import DeimosError
 from deimos.runtime import Runtime
@@ -44,7 +44,7 @@ def resolve_settings(cls: type, entry: ConsumerSettings | None = None, **overrid
         data["topics"] = [topic]
     data["name"] = data.get("name") or cls.__name__
     if entry is not None:
-        data.update(entry.model_dump(by_alias=True, exclude_unset=True))
+        data.update(settings_data(entry))
     data.update(overrides)
     data.pop("class", None)
     data["topics"] = list(data.get("topics") or [])

@@ -185,7 +185,7 @@ def _run(console: Console, base: Any, bootstrap: str, url: str, registry: str | 
     providers = ["log"] + (["otel"] if _has("deimos_otel") else [])
     metric_providers = [*providers, "mock"]
     deimos.configure(
-        base.model_dump(by_alias=True, exclude_unset=True),
+        base,
         kafka={"bootstrap_servers": bootstrap},
         producers={"topic_prefix": prefix},
         schema={"backend": "avro_schema_registry", "path": service.SCHEMA_PATH,
