@@ -480,3 +480,22 @@ def test_version_command_prints_the_client_versions_whole() -> None:
     result = CliRunner().invoke(cli, ["version"])
     assert f"confluent-kafka {confluent_kafka.__version__}," in result.output
     assert f"librdkafka {confluent_kafka.libversion()[0]}" in result.output
+
+
+@pytest.mark.parametrize(("section", "typo", "setting"), [
+    ("producers", "kafak", "producers.backend"),
+    ("schema", "avroo", "schema.backend"),
+])
+def test_deimos_run_refuses_an_unknown_plugin_name_at_start(tmp_path: Path, section: str,
+                                                           typo: str, setting: str) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "deimos.toml"
+    path.write_text(f'[kafka]\nbootstrap_servers = "127.0.0.1:1"\n[{section}]\n'
+                    f'backend = "{typo}"\n')
+    proc = subprocess.run([sys.executable, "-m", "deimos", "--config", str(path), "run"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{setting}: Unknown" in proc.stderr and repr(typo) in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -63,6 +63,7 @@ class Runtime:
         #: test mode: producer backend used for every producer, schema backend name mapping
         self.backend_override: str | None = None
         self.schema_override: Callable[[str, SchemaContext], str] | None = None
+        self._check_plugin_names()
         self.telemetry = Telemetry(
             self.registry,
             settings.metrics.providers,
@@ -70,6 +71,23 @@ class Runtime:
             settings.metrics.tags,
             configure=self.configure_plugin,
         )
+
+    def _check_plugin_names(self) -> None:
+        """Every plugin the settings name must be installed: checked when the runtime is
+        made (as metrics and tracing providers are), not at the first publish, so ``deimos
+        run`` refuses to start instead of crash-looping on a typo."""
+        from deimos.errors import PluginError
+
+        s = self.settings
+        named = [("producers.backend", "producer_backend", s.producers.backend),
+                 ("schema.backend", "schema_backend", s.schema.backend)]
+        named += [(f"producers.topics.{i}.backend", "producer_backend", t.backend)
+                  for i, t in enumerate(s.producers.topics) if t.backend]
+        for path, kind, name in named:
+            try:
+                self.registry.get(kind, name)
+            except PluginError as exc:
+                raise type(exc)(f"{path}: {exc}") from None
 
     def configure_plugin(self, kind: str, name: str) -> None:
         """Give a plugin the settings the first time this runtime uses it."""
