@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from deimos.config import Settings, configure, get_settings
+from deimos.consumer import BatchConsumer, BatchError, BatchMetadata, Consumer, Metadata
 from deimos.errors import (
     ConfigError,
     DeimosError,
@@ -25,15 +26,29 @@ from deimos.producer import (
     tombstone,
 )
 
+
+
+def run(consumers: list[str] | None = None, **options: object) -> bool:
+    """Run the configured consumers until SIGINT/SIGTERM (:func:`deimos.runner.run`)."""
+    from deimos.runner import run as _run
+
+    return _run(consumers, **options)  # type: ignore[arg-type]
+
+
 try:
     __version__ = version("deimos-kafka")
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "0.0.0"
 
 __all__ = [
+    "BatchConsumer",
+    "BatchError",
+    "BatchMetadata",
     "ConfigError",
+    "Consumer",
     "DeimosError",
     "Message",
+    "Metadata",
     "MissingKeyError",
     "Producer",
     "PublishError",
@@ -48,5 +63,6 @@ __all__ = [
     "hookimpl",
     "produce",
     "producers_disabled",
+    "run",
     "tombstone",
 ]

@@ -125,10 +125,12 @@ def deimos_backend_close() -> None:
 
 @hookspec
 def deimos_schema_encode(context: SchemaContext, payloads: Sequence[Any]) -> list[bytes | None]:
-    """Encode payloads (already validated and coerced) for ``context.topic``. Required.
+    """Encode payloads (already coerced) for ``context.topic``. Required.
 
     Called once per batch by producers. A ``None`` payload is a tombstone and encodes to
-    ``None``.
+    ``None``. This is the producers' validation: a payload that does not fit the schema
+    raises :class:`deimos.errors.SchemaValidationError` naming every invalid field, before
+    anything of the call is sent.
 
     :param context: schema, namespace, topic, key config and a ``cache`` dict the plugin may
         use to keep parsed schemas and registry ids for the life of the producer.
@@ -171,7 +173,12 @@ def deimos_schema_decode_key(context: SchemaContext, data: Sequence[bytes | None
 
 @hookspec
 def deimos_schema_validate(context: SchemaContext, payload: Any) -> None:
-    """Check ``payload`` against the schema before anything is sent or stored.
+    """Check ``payload`` against the schema without encoding it.
+
+    Not on the publish path (coerce and encode already refuse an invalid payload there, and
+    a second full check per message would double the cost): the test helpers call it
+    (``consume_message``, ``assert_sent``), the conformance suite checks it, and applications
+    reach it through ``Producer.validate(payload)``.
 
     :returns: nothing; raises :class:`deimos.errors.SchemaValidationError` listing *every*
         invalid field with its path (``widget.tags[2]``).
@@ -181,7 +188,8 @@ def deimos_schema_validate(context: SchemaContext, payload: Any) -> None:
 @hookspec
 def deimos_schema_coerce(context: SchemaContext, payload: Any) -> Any:
     """Convert a payload to the types the schema expects (``"12"`` to ``12`` for a long,
-    ``datetime`` to ``timestamp-millis`` ...). Called by producers before validation.
+    ``datetime`` to ``timestamp-millis`` ...). Called by producers for each payload before
+    encoding.
 
     :returns: the coerced payload; raises :class:`deimos.errors.CoercionError` naming the field
         path, expected type and the value's type when a value cannot be converted.

@@ -427,6 +427,20 @@ class Producer(metaclass=_ProducerMeta):
         return pipeline
 
     @classmethod
+    def validate(cls, payload: Any) -> None:
+        """Check ``payload`` against this producer's schema without sending anything; raises
+        :class:`deimos.SchemaValidationError` naming every invalid field. (``publish``
+        refuses an invalid payload by itself: this is for checking ahead, in a form or an
+        API handler.)"""
+        pipeline = cls._pipeline()
+        validate = pipeline.schema.validate
+        payload = _to_dict(payload)
+        if validate is not None:
+            validate(pipeline.schema_context, payload)
+        elif pipeline.coerce is not None:
+            pipeline.coerce(pipeline.schema_context, payload)
+
+    @classmethod
     def publish(
         cls,
         payload: Any,

@@ -176,3 +176,23 @@ def test_tombstone_key_and_value(make: Any) -> None:
     assert b.coerce(b.context, None) is None
     assert b.encode(b.context, [None]) == [None]
     assert b.encode_key(b.context, [None]) == [None]
+
+
+def test_producer_validate_reports_every_invalid_field_and_sends_nothing(
+        deimos_reset: None) -> None:
+    import deimos
+    from deimos.testing import sent_messages, test_mode
+
+    deimos.configure(schema={"backend": "avro_local", "path": str(SCHEMAS)})
+
+    class WidgetProducer(deimos.Producer):
+        topic = "widgets"
+        schema = "Widget"
+        namespace = "com.example"
+
+    with test_mode():
+        with pytest.raises(SchemaValidationError) as info:
+            WidgetProducer.validate({"id": "x", "tags": ["a", 2]})
+        assert {p for p, _ in info.value.errors} >= {"id", "name", "tags[1]"}
+        WidgetProducer.validate({"id": 1, "name": "ok"})  # a valid one passes
+        assert sent_messages() == []
