@@ -27,7 +27,6 @@ from deimos.producer import (
 )
 
 
-
 def run(consumers: list[str] | None = None, **options: object) -> bool:
     """Run the configured consumers until SIGINT/SIGTERM (:func:`deimos.runner.run`)."""
     from deimos.runner import run as _run

@@ -359,7 +359,7 @@ def _yaml_error() -> type[Exception]:
         import yaml
     except ImportError:  # pragma: no cover - PyYAML is a dependency
         return ValueError
-    return yaml.YAMLError  # type: ignore[no-any-return]
+    return yaml.YAMLError
 
 
 def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
