@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import deimos
 from deimos_db import (
@@ -204,3 +204,19 @@ def test_the_poller_group_runs_configured_pollers_until_stopped(setup, deimos_ka
         insert(engine, [{"id": 2, "name": "b", "updated_at": utcnow()}])
         wait_for(lambda: 2 in ids(read_topic(deimos_kafka, ItemProducer.topic, 2, timeout=2)),
                  timeout=30, what="the second row")
+
+
+def test_the_poll_query_takes_the_rows_after_the_position_up_to_the_end(setup):
+    engine = setup
+    t = [T0 + _dt.timedelta(seconds=s) for s in (-1, 0, 1, 5)]
+    # every mix of an earlier/equal/later timestamp with a lower/higher id than the position
+    rows = [{"id": i, "name": f"n{i}", "updated_at": t[i % 4]} for i in range(1, 21)]
+    insert(engine, rows)
+    query = ItemProducer.poll_query(time_from=T0, time_to=t[2], column_name="updated_at",
+                                    min_id=10, id_column="id")
+    with Session(engine) as session:
+        got = [i.id for i in session.scalars(query.order_by(Item.updated_at, Item.id))]
+    expected = sorted((r for r in rows if (r["updated_at"], r["id"]) > (T0, 10)
+                       and r["updated_at"] <= t[2]), key=lambda r: (r["updated_at"], r["id"]))
+    assert got == [r["id"] for r in expected]
+    assert {r["updated_at"] for r in expected} == {T0, t[2]}  # both cases are in it

@@ -134,8 +134,12 @@ class RecordProducer(Producer):
         """
         t = table_of(cls.model)
         ts, id_ = t.c[column_name], t.c[id_column]
+        # (ts, id) > (time_from, min_id) written so that an index on (ts, id) is walked in
+        # order from the position and the LIMIT stops it: with the equivalent bare
+        # ``ts > from OR (ts = from AND id > min)`` SQLite and PostgreSQL fetch and sort every
+        # later row for each batch (MariaDB ranges over the index with either)
         return sa.select(cls.model).where(
-            sa.or_(ts > time_from, sa.and_(ts == time_from, id_ > min_id)), ts <= time_to)
+            ts >= time_from, sa.or_(ts > time_from, id_ > min_id), ts <= time_to)
 
     @classmethod
     def state_query(cls, *, state_column: str | None, published_state: Any,
