@@ -1,11 +1,14 @@
 """The DB poller on SQLite, PostgreSQL and MariaDB with the real broker: every row (and every
 update) arrives once across batch boundaries inside one timestamp, a restart resumes where it
 left off, state-based mode marks rows, a failing row is skipped and recorded, a too-large one
-too, and the CLI runs the configured pollers."""
+too, and the CLI runs the configured pollers. Producers that override no hook handed the
+record get the rows as column values instead of loaded instances: the same messages, the same
+positions, the same session-wide filters, the same skipping."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import json
 import threading
 from collections import Counter
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, with_loader_criteria
 
 import deimos
 from deimos_db import (
@@ -66,6 +69,40 @@ class ItemAudit(ItemProducer):
     topic = "items-audit"
 
 
+class PlainItemProducer(RecordProducer):
+    """The default hooks: the poller hands it column values, never loads an instance."""
+
+    topic = "plain-items"
+    key_config = "plain"
+    model = Item
+
+
+class Gadget(Base):
+    __tablename__ = "gadgets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column("name", sa.String(50))  # attribute named otherwise
+    price: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(10, 2))
+    hidden: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    updated_at: Mapped[_dt.datetime] = mapped_column(DateTime)
+
+
+class GadgetProducer(RecordProducer):
+    topic = "gadgets"
+    key_config = "plain"
+    model = Gadget
+
+
+class LoadedGadgetProducer(GadgetProducer):
+    """Overrides a hook handed the record: the poller loads instances for it."""
+
+    topic = "gadgets-loaded"
+
+    @classmethod
+    def generate_payload(cls, attrs: dict[str, Any], record: Any) -> Any:
+        assert isinstance(record, Gadget)
+        return super().generate_payload(attrs, record)
+
+
 T0 = _dt.datetime(2024, 1, 1, 9, 0, 0)
 
 
@@ -74,6 +111,9 @@ def setup(deimos_database: str, deimos_reset: None, deimos_kafka: str,
           deimos_topic: Callable[..., str]) -> Iterator[sa.Engine]:
     ItemProducer.topic = deimos_topic()
     ItemAudit.topic = deimos_topic()
+    PlainItemProducer.topic = deimos_topic()
+    GadgetProducer.topic = deimos_topic()
+    LoadedGadgetProducer.topic = deimos_topic()
     deimos.configure(kafka={"bootstrap_servers": deimos_kafka}, producers={"backend": "kafka"},
                      schema={"backend": "mock"}, metrics={"providers": ["mock"]},
                      db={"url": deimos_database})
@@ -204,3 +244,114 @@ def test_the_poller_group_runs_configured_pollers_until_stopped(setup, deimos_ka
         insert(engine, [{"id": 2, "name": "b", "updated_at": utcnow()}])
         wait_for(lambda: 2 in ids(read_topic(deimos_kafka, ItemProducer.topic, 2, timeout=2)),
                  timeout=30, what="the second row")
+
+
+def test_the_poll_query_takes_the_rows_after_the_position_up_to_the_end(setup):
+    engine = setup
+    t = [T0 + _dt.timedelta(seconds=s) for s in (-1, 0, 1, 5)]
+    # every mix of an earlier/equal/later timestamp with a lower/higher id than the position
+    rows = [{"id": i, "name": f"n{i}", "updated_at": t[i % 4]} for i in range(1, 21)]
+    insert(engine, rows)
+    query = ItemProducer.poll_query(time_from=T0, time_to=t[2], column_name="updated_at",
+                                    min_id=10, id_column="id")
+    with Session(engine) as session:
+        got = [i.id for i in session.scalars(query.order_by(Item.updated_at, Item.id))]
+    expected = sorted((r for r in rows if (r["updated_at"], r["id"]) > (T0, 10)
+                       and r["updated_at"] <= t[2]), key=lambda r: (r["updated_at"], r["id"]))
+    assert got == [r["id"] for r in expected]
+    assert {r["updated_at"] for r in expected} == {T0, t[2]}  # both cases are in it
+
+
+def _gadget_messages(bootstrap: str, topic: str, n: int) -> list[tuple[bytes, Any]]:
+    return [(m.key(), json.loads(m.value())) for m in
+            sorted(read_topic(bootstrap, topic, n, settle=0.5), key=lambda m: m.offset())]
+
+
+def test_default_hooks_publish_the_same_messages_from_column_values_as_from_instances(
+        setup, deimos_kafka):
+    engine = setup
+    # 25 rows in one timestamp and 5 in the next: batches of 10 cut through both
+    rows = [{"id": i, "name": f"g{i}", "price": decimal.Decimal(i) / 4, "hidden": i % 2 == 0,
+             "updated_at": T0 if i <= 25 else T0 + _dt.timedelta(seconds=1)}
+            for i in range(1, 31)]
+    with engine.begin() as conn:
+        conn.execute(Gadget.__table__.insert(), rows)
+    loaded: list[Any] = []
+
+    def on_load(target: Gadget, _ctx: Any) -> None:
+        loaded.append(target.id)
+
+    sa.event.listen(Gadget, "load", on_load)
+    try:
+        plain = DbPoller(config(name="plain", producer_class=f"{__name__}:GadgetProducer"))
+        assert plain.process_updates().messages_processed == 30
+        assert loaded == []  # no instance was loaded for the default hooks
+        instances = DbPoller(config(name="loaded",
+                                    producer_class=f"{__name__}:LoadedGadgetProducer"))
+        assert instances.process_updates().messages_processed == 30
+        assert sorted(loaded) == list(range(1, 31))
+    finally:
+        sa.event.remove(Gadget, "load", on_load)
+    got = _gadget_messages(deimos_kafka, GadgetProducer.topic, 30)
+    assert got == _gadget_messages(deimos_kafka, LoadedGadgetProducer.topic, 30)
+    assert got[0] == (b"1", {"id": 1, "name": "g1", "price": "0.25", "hidden": False,
+                             "updated_at": T0.isoformat()})
+    assert [k for k, _ in got] == [str(i).encode() for i in range(1, 31)]
+    with engine.connect() as conn:
+        positions = {r.poller: (r.last_sent, r.last_sent_id)
+                     for r in conn.execute(sa.select(deimos_poll_info))}
+    assert positions == {"plain": (T0 + _dt.timedelta(seconds=1), 30),
+                         "loaded": (T0 + _dt.timedelta(seconds=1), 30)}
+
+
+def test_a_session_wide_filter_applies_to_the_rows_read_as_column_values(setup, deimos_kafka):
+    engine = setup
+    with engine.begin() as conn:
+        conn.execute(Gadget.__table__.insert(), [
+            {"id": i, "name": f"g{i}", "price": 1, "hidden": i in (2, 3), "updated_at": T0}
+            for i in range(1, 6)])
+
+    def hide(state: Any) -> None:  # the usual soft-delete filter of a service's sessions
+        if state.is_select:
+            state.statement = state.statement.options(
+                with_loader_criteria(Gadget, Gadget.hidden == sa.false()))
+
+    sa.event.listen(Session, "do_orm_execute", hide)
+    try:
+        for name, producer in (("plain", GadgetProducer), ("loaded", LoadedGadgetProducer)):
+            poller = DbPoller(config(name=name, producer_class=f"{__name__}:{producer.__name__}"))
+            assert poller.process_updates().messages_processed == 3
+            assert [p["id"] for _, p in _gadget_messages(deimos_kafka, producer.topic, 3)
+                    ] == [1, 4, 5]
+    finally:
+        sa.event.remove(Session, "do_orm_execute", hide)
+
+
+def test_rows_read_as_column_values_are_skipped_recorded_and_marked_like_instances(
+        setup, deimos_kafka):
+    engine = setup
+    insert(engine, [{"id": i, "name": "x" * 1_200_000 if i == 3 else f"n{i}",
+                     "updated_at": T0} for i in range(1, 6)])
+    status = DbPoller(config(name="time", producer_class=f"{__name__}:PlainItemProducer")
+                      ).process_updates()
+    assert status.skipped_ids == [3] and status.messages_processed == 4
+    marking = DbPoller(config(
+        name="state", producer_class=f"{__name__}:PlainItemProducer", mode="state_based",
+        state_column="state", published_state="published", failed_state="failed",
+        publish_timestamp_column="published_at"))
+    status = marking.process_updates()
+    assert status.skipped_ids == [3] and status.messages_processed == 4
+    with engine.connect() as conn:
+        states = dict(conn.execute(sa.select(Item.id, Item.state)).all())
+        info = {r.poller: r for r in conn.execute(sa.select(deimos_poll_info))}
+    assert states == {1: "published", 2: "published", 3: "failed", 4: "published",
+                      5: "published"}
+    assert info["time"].last_sent_id == 5 and "[3]" in info["time"].error
+    assert info["state"].batches_errored == 1 and "[3]" in info["state"].error
+    got = [json.loads(m.value()) for m in
+           read_topic(deimos_kafka, PlainItemProducer.topic, 16, settle=0.5)]
+    # per run: the failed batch delivered the four good rows, the row-by-row pass sent them
+    # again (at least once), and never the large one
+    assert Counter(p["id"] for p in got) == Counter({1: 4, 2: 4, 4: 4, 5: 4})
+    assert got[0] == {"id": 1, "name": "n1", "updated_at": T0.isoformat(), "state": None,
+                      "published_at": None}

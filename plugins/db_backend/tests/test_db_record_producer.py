@@ -173,3 +173,35 @@ def test_send_events_uses_the_schema_fields_and_converts_column_values(engine, t
     assert [m.payload["name"] for m in sent_messages("typed")][2:] == ["UP"]
     Typed.send_deletions([Widget(id=9, name="gone", updated_at=when)])
     assert sent_messages("typed")[-1].payload is None and sent_messages("typed")[-1].key == 9
+
+
+def test_the_default_hooks_give_the_same_messages_in_one_loop_as_called_per_record(engine):
+    deimos.configure(producers={"backend": "test"}, schema={"backend": "mock"},
+                     db={"url": engine.url.render_as_string(hide_password=False)})
+
+    class PerRecord(WidgetProducer):
+        """Overrides a hook, so send_events calls every hook for every record."""
+
+        topic = "per-record"
+
+        @classmethod
+        def key_for(cls, attrs: Any, record: Any, payload: Any = None) -> Any:
+            return super().key_for(attrs, record, payload)
+
+    class Inlined(WidgetProducer):
+        topic = "inlined"
+
+    when = _dt.datetime(2024, 5, 1, 12, 0, 0)
+    records: list[Any] = [
+        Widget(id=7, name="seven", color="red", updated_at=when),
+        {"id": 8, "name": "eight", "color": None, "updated_at": when},
+        {"id": 9, "name": "nine", "color": None, "updated_at": when, "payload_key": "k9"}]
+    for producer in (PerRecord, Inlined):
+        producer.send_events(records)
+    got = [(m.key, m.payload) for m in sent_messages("inlined")]
+    assert got == [(m.key, m.payload) for m in sent_messages("per-record")]
+    assert got == [
+        (7, {"id": 7, "name": "seven", "color": "red", "updated_at": "2024-05-01T12:00:00"}),
+        (8, {"id": 8, "name": "eight", "color": None, "updated_at": "2024-05-01T12:00:00"}),
+        ("k9", {"id": 9, "name": "nine", "color": None, "updated_at": "2024-05-01T12:00:00"})]
+    assert records[1] == {"id": 8, "name": "eight", "color": None, "updated_at": when}

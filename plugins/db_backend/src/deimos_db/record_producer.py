@@ -36,6 +36,14 @@ from .records import column_attrs, primary_key_names, record_dict, table_of, to_
 
 log = logging.getLogger("deimos_db.record_producer")
 
+#: the hooks handed a record itself (instance or dict of column values)
+_RECORD_HOOKS = ("send_events", "payloads_for", "generate_payload", "key_for", "record_key")
+#: the hooks :meth:`RecordProducer.payloads_for` inlines while none is overridden
+_PAYLOAD_HOOKS = ("generate_payload", "key_for", "record_key")
+
+#: the types :func:`to_schema_value` returns unchanged without a field
+_AS_IS = frozenset({int, str, float, bool, type(None)})
+
 #: the events a record producer publishes on (Ruby Deimos's ``kafka_config``)
 EVENTS = frozenset({"create", "update", "delete"})
 OUTBOX_BACKENDS = frozenset({"db", "outbox"})
@@ -63,11 +71,7 @@ class RecordProducer(Producer):
         Default: the columns that are schema fields (all columns when the schema backend
         describes no fields, e.g. ``mock``), values converted for their field.
         """
-        fields = cls.schema_field_map()
-        if not fields:
-            return {k: to_schema_value(v, None) for k, v in attrs.items()}
-        return {name: to_schema_value(attrs[name], f) for name, f in fields.items()
-                if name in attrs}
+        return cls._payload_builder()(attrs)
 
     @classmethod
     def generate_deletion_payload(cls, record: Any) -> Any:
@@ -83,11 +87,7 @@ class RecordProducer(Producer):
     def record_key(cls, record: Any) -> Any:
         """The message key of ``record`` for plain and schema keys: its primary key (a dict
         of the columns when it has several)."""
-        attrs = record_dict(record)
-        names = primary_key_names(cls.model)
-        if len(names) == 1:
-            return to_schema_value(attrs.get(names[0]), None)
-        return {n: to_schema_value(attrs.get(n), None) for n in names}
+        return cls._primary_key_builder()(record_dict(record))
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -103,6 +103,8 @@ class RecordProducer(Producer):
     @classmethod
     def payloads_for(cls, records: Iterable[Any]) -> tuple[list[Any], list[Any] | None]:
         """Payloads and keys (None: the pipeline finds them) of ``records``."""
+        if not _overrides(cls, _PAYLOAD_HOOKS):
+            return cls._default_payloads(records)
         payloads: list[Any] = []
         keys: list[Any] = []
         for record in records:
@@ -121,6 +123,53 @@ class RecordProducer(Producer):
         payloads = [p for p in map(cls.generate_deletion_payload, records) if p is not None]
         return cls.publish_list(payloads, force_send=force_send, sync=sync) if payloads else []
 
+    @classmethod
+    def _default_payloads(cls, records: Iterable[Any]) -> tuple[list[Any], list[Any] | None]:
+        """:meth:`payloads_for` with the default hooks inlined: the same payloads and keys
+        as ``generate_payload``, ``key_for`` and ``record_key`` give, with what they look up
+        per record (schema fields, key config, primary key) looked up once per call."""
+        make = cls._payload_builder()
+        explicit = cls._explicit_keys()
+        key_of = cls._primary_key_builder()
+        payloads: list[Any] = []
+        keys: list[Any] = []
+        for record in records:
+            # a dict (the poller's rows) is read, not kept or changed: no copy needed
+            attrs = record if type(record) is dict else record_dict(record)
+            payload = make(attrs)
+            payloads.append(payload)
+            if explicit:  # a column named payload_key is the key, as key_for says
+                keys.append(None if "payload_key" in payload else key_of(attrs))
+        return payloads, keys if explicit else None
+
+    @classmethod
+    def _payload_builder(cls) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        """The default payload of a record's column values under the current schema."""
+        fields = cls.schema_field_map()
+        if not fields:
+            # values JSON takes as they are skip the call (to_schema_value returns them)
+            return lambda attrs: {k: v if type(v) in _AS_IS else to_schema_value(v, None)
+                                  for k, v in attrs.items()}
+        items = tuple(fields.items())
+        return lambda attrs: {name: to_schema_value(attrs[name], f) for name, f in items
+                              if name in attrs}
+
+    @classmethod
+    def _primary_key_builder(cls) -> Callable[[Mapping[str, Any]], Any]:
+        """A record's primary key from its column values (a dict when composite)."""
+        names = tuple(primary_key_names(cls.model))
+        if len(names) == 1:
+            name = names[0]
+            return lambda attrs: to_schema_value(attrs.get(name), None)
+        return lambda attrs: {n: to_schema_value(attrs.get(n), None) for n in names}
+
+    @classmethod
+    def _takes_column_values(cls) -> bool:
+        """True when this producer overrides none of the hooks handed a record, so it
+        publishes the same messages from a dict of a row's column values as from the loaded
+        instance (the DB poller then reads rows without loading instances)."""
+        return not _overrides(cls, _RECORD_HOOKS)
+
     # -- the DB poller's queries ------------------------------------------------------------
 
     @classmethod
@@ -134,8 +183,12 @@ class RecordProducer(Producer):
         """
         t = table_of(cls.model)
         ts, id_ = t.c[column_name], t.c[id_column]
+        # (ts, id) > (time_from, min_id) written so that an index on (ts, id) is walked in
+        # order from the position and the LIMIT stops it: with the equivalent bare
+        # ``ts > from OR (ts = from AND id > min)`` SQLite and PostgreSQL fetch and sort every
+        # later row for each batch (MariaDB ranges over the index with either)
         return sa.select(cls.model).where(
-            sa.or_(ts > time_from, sa.and_(ts == time_from, id_ > min_id)), ts <= time_to)
+            ts >= time_from, sa.or_(ts > time_from, id_ > min_id), ts <= time_to)
 
     @classmethod
     def state_query(cls, *, state_column: str | None, published_state: Any,
@@ -187,6 +240,12 @@ class RecordProducer(Producer):
         runtime = get_runtime()
         name = runtime.backend_override or cls.backend or runtime.settings.producers.backend
         return name in OUTBOX_BACKENDS
+
+
+def _overrides(cls: type[RecordProducer], hooks: Iterable[str]) -> bool:
+    """Does ``cls`` (or a base between it and RecordProducer) override one of ``hooks``?"""
+    return any(getattr(cls, h).__func__ is not getattr(RecordProducer, h).__func__
+               for h in hooks)
 
 
 # ---------------------------------------------------------------------------------------------

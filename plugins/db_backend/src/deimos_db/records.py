@@ -47,6 +47,30 @@ def column_attrs(model: Any) -> dict[str, str]:
     return out
 
 
+def plain_columns(model: Any) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
+    """What :func:`record_dict` reads of an instance of ``model``: the column names and the
+    mapped attributes (in its order), for reading rows as dicts of column values without
+    loading instances. Attributes rather than table columns, so a select of them stays a
+    select of the entity for the ORM (``with_loader_criteria`` filters set in
+    ``do_orm_execute`` still apply). None when an instance may hold columns its class does
+    not map (inheritance) or an attribute maps several columns."""
+    if isinstance(model, sa.Table):
+        return None
+    mapper = sa.inspect(model)
+    if (mapper.inherits is not None or mapper.polymorphic_on is not None
+            or len(list(mapper.self_and_descendants)) > 1):
+        return None
+    attrs: dict[str, Any] = {}
+    for prop in mapper.column_attrs:  # as column_attrs reads them
+        local = [c for c in prop.columns
+                 if isinstance(c, sa.Column) and c.table is mapper.local_table]
+        if len(local) > 1:
+            return None
+        if local:
+            attrs[local[0].name] = getattr(model, prop.key)
+    return tuple(attrs), tuple(attrs.values())
+
+
 def primary_key_names(model: Any) -> list[str]:
     return [c.name for c in table_of(model).primary_key.columns]
 
