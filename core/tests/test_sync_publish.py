@@ -89,3 +89,48 @@ def test_a_failing_sync_publish_reports_only_its_own_messages(
     assert f"2 of 2 message(s) to {AlsoMissing.topic!r} were not acknowledged within 2.0s" \
         in message
     assert no_auto_create in message  # names the bootstrap servers it was talking to
+
+
+def test_a_synchronous_publish_list_waits_once_for_all_its_messages(
+        deimos_kafka: str, deimos_reset: None, deimos_topic: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from deimos.backends import kafka as kafka_backend
+
+    deimos.configure(kafka={"bootstrap_servers": deimos_kafka},
+                     producers={"max_batch_size": 500})
+    waits: list[int] = []
+    real = kafka_backend.deliver
+
+    def counting(settings: Any, topic: str, messages: Any, timeout: float | None = None) -> None:
+        waits.append(len(messages))
+        real(settings, topic, messages, timeout)
+
+    monkeypatch.setattr(kafka_backend, "deliver", counting)
+
+    class P(deimos.Producer):
+        topic = deimos_topic()
+
+    P.publish_list([str(i) for i in range(1200)], sync=True)
+    assert waits == [1200]  # not one wait per 500-message chunk
+    sync_producer = shared_producer(get_settings(), reports=True)
+    assert sync_producer.linger_ms == 0
+    assert len(read_all(deimos_kafka, P.topic, 1200)) == 1200
+
+
+def test_a_synchronous_publish_follows_the_asynchronous_ones_before_it_on_the_same_topic(
+        deimos_kafka: str, deimos_reset: None, deimos_topic: Any) -> None:
+    # two librdkafka producers (asynchronous, synchronous) would race to the broker; the
+    # asynchronous one lingers, so without the wait the synchronous message lands first
+    deimos.configure(kafka={"bootstrap_servers": deimos_kafka},
+                     producers={"config": {"linger.ms": 200}})
+
+    class P(deimos.Producer):
+        topic = deimos_topic()
+        key_config = "plain"
+
+    P.publish_list([f"async-{i}" for i in range(100)], keys=["k"] * 100, sync=False)
+    P.publish("sync", key="k", sync=True)
+    P.publish(None, key="k", sync=False)  # after a synchronous call: queued behind it anyway
+    deimos.flush()
+    values = [m.value() for m in read_all(deimos_kafka, P.topic, 102)]
+    assert values == [f"async-{i}".encode() for i in range(100)] + [b"sync", None]

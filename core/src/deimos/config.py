@@ -210,7 +210,8 @@ class ProducerSettings(Section):
     backend: str = Field("kafka_async", description="producer backend entry-point name")
     topic_prefix: str = ""
     disabled: bool = False
-    max_batch_size: int = Field(500, gt=0)
+    max_batch_size: int = Field(500, gt=0, description="messages per backend call for "
+                                "backends that take a batch at a time (the outbox)")
     idempotence: bool = True
     sync_timeout: float = Field(30.0, gt=0, description="seconds a synchronous publish waits")
     flush_timeout: float = Field(30.0, ge=0, description="seconds to flush at shutdown")

@@ -289,7 +289,7 @@ class Pipeline:
     def send(self, messages: list[Message], sync: bool | None, force_send: bool) -> None:
         backend, do_sync = self._backend(sync, force_send)
         telemetry = self.telemetry
-        step = self.max_batch_size
+        step = self.max_batch_size if backend.chunked else max(1, len(messages))
         if len(messages) <= step and not telemetry.tracing_enabled:
             self._execute(backend, messages, do_sync)
             return

@@ -51,6 +51,9 @@ class Backend:
     flush: Callable[..., int] | None
     close: Callable[..., None] | None
     default_sync: bool
+    #: whether a publish is handed over in chunks of ``max_batch_size`` (a backend that
+    #: batches by itself, as librdkafka does, takes each call whole: one wait per call)
+    chunked: bool = True
 
 
 class Runtime:
@@ -114,6 +117,7 @@ class Runtime:
                 caller("producer_backend", name, "deimos_backend_flush"),
                 caller("producer_backend", name, "deimos_backend_close"),
                 getattr(info.obj, "default_sync", True),
+                getattr(info.obj, "chunked", True),
             )
             self._backends[name] = b
         return b

@@ -64,6 +64,7 @@ def _async_producer(context: ProduceContext) -> tuple[SharedProducer, _AsyncRepo
     if hit is None or hit[0].fatal is not None or hit[0].closed:
         reporter = hit[1] if hit is not None else _AsyncReporter(context)
         hit = context.extra["kafka.async"] = (shared_producer(context.settings), reporter)
+        hit[0].async_topics.add(context.topic)  # before its first message: see deliver()
     return hit
 
 
@@ -71,6 +72,9 @@ class KafkaBackend:
     """Sends through librdkafka; ``sync`` decides whether a call waits for acknowledgement."""
 
     default_sync = True
+    #: librdkafka batches by itself: a publish is handed over whole, so a synchronous one
+    #: waits once for all its messages (not once per ``max_batch_size`` chunk)
+    chunked = False
 
     @hookimpl
     def deimos_backend_execute(self, context: ProduceContext, messages: Sequence[Message],

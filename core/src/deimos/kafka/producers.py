@@ -11,8 +11,11 @@ and one per configuration keeps batching efficient):
   one producer for both would either cost every asynchronous message a Python callback or
   make a synchronous caller wait on everybody's traffic (``flush``).
 
-Order is kept per key among the messages of one kind; a key sent both synchronously and
-asynchronously from one process may interleave. A producer that reports a fatal error (an
+Order is kept per key in call order, whichever kind sends: a synchronous call to a topic that
+was also published to asynchronously first waits until the asynchronous producer has
+delivered what it holds (only when it holds something), because two producers race each
+other to the broker. That is the wait a
+raw confluent-kafka user pays with ``produce(); flush()``. A producer that reports a fatal error (an
 idempotent producer whose state the broker lost, say) fails every later message, so it is
 replaced on its next use.
 """
@@ -44,7 +47,8 @@ class SharedProducer:
     failures (the asynchronous one).
     """
 
-    def __init__(self, conf: dict[str, Any], *, reports: bool = False) -> None:
+    def __init__(self, conf: dict[str, Any], *, reports: bool = False,
+                 user_linger: bool = False) -> None:
         #: set when librdkafka reports a fatal error (e.g. an idempotent producer whose state
         #: the broker lost): such a producer fails every later message, so it is replaced
         self.fatal: KafkaError | None = None
@@ -52,10 +56,21 @@ class SharedProducer:
         self.last_error: KafkaError | None = None
         self.reports = reports
         self.closed = False
+        #: the topics this (asynchronous) producer was handed by a producer class: a
+        #: synchronous publish to one of them waits for it first (call order per key)
+        self.async_topics: set[str] = set()
         self.bootstrap = str(conf.get("bootstrap.servers", ""))
         conf = {**conf, "error_cb": self._on_error, "logger": LIBRDKAFKA_LOGGER}
         if reports:
             conf["delivery.report.only.error"] = False
+            if not user_linger:
+                # a synchronous caller is blocked until its acknowledgement: lingering only
+                # adds latency (messages still batch while a request is in flight). Only
+                # flush() makes librdkafka skip linger.ms, and waiting for our own reports
+                # must not flush other callers' traffic.
+                conf["linger.ms"] = 0
+        #: the linger this producer was made with (0 for the synchronous one by default)
+        self.linger_ms = conf.get("linger.ms")
         self.producer = Producer(conf)
         self._stop = threading.Event()
         self._partitions: dict[str, tuple[int, float]] = {}
@@ -160,8 +175,10 @@ def _replace(settings: Settings, pool_key: tuple[str, bool]) -> SharedProducer:
             sp = None
             threading.Thread(target=broken.close, args=(0,), daemon=True).start()
         if sp is None:
-            sp = _pool[pool_key] = SharedProducer(producer_entry(settings)[1],
-                                                  reports=pool_key[1])
+            config = settings.producers.config
+            sp = _pool[pool_key] = SharedProducer(
+                producer_entry(settings)[1], reports=pool_key[1],
+                user_linger=any(k in config for k in ("linger.ms", "queue.buffering.max.ms")))
             _exit_flush_timeout = settings.producers.flush_timeout
             if not _atexit_registered:
                 atexit.register(_flush_at_exit)
@@ -212,6 +229,21 @@ class _Waiter:
                     self.done.set()
 
 
+def _drain_async(settings: Settings, topic: str, timeout: float) -> None:
+    """Messages published asynchronously before a synchronous call go to the broker first."""
+    asp = _pool.get((producer_entry(settings)[2], False))
+    if (asp is None or asp.fatal is not None or topic not in asp.async_topics
+            or not len(asp.producer)):
+        return
+    remaining = int(asp.producer.flush(timeout))
+    if remaining:
+        last = f"; librdkafka's last error: {asp.last_error}" if asp.last_error else ""
+        raise PublishError(
+            f"{remaining} message(s) published asynchronously earlier were not delivered "
+            f"within {timeout}s, so the synchronous publish to {topic!r} was not sent (it "
+            f"would overtake them; kafka.bootstrap_servers {asp.bootstrap!r}{last})", [])
+
+
 def deliver(settings: Settings, topic: str, messages: Sequence[Message],
             timeout: float | None = None) -> None:
     """Send ``messages`` to ``topic`` and wait for the broker's acknowledgement of exactly
@@ -219,6 +251,7 @@ def deliver(settings: Settings, topic: str, messages: Sequence[Message],
     naming the failures. Used by the ``kafka`` backend and for dead letters."""
     timeout = settings.producers.sync_timeout if timeout is None else timeout
     sp = shared_producer(settings, reports=True)
+    _drain_async(settings, topic, timeout)
     waiter = _Waiter(len(messages))
     refused = sp.produce_all(topic, messages, waiter)
     waiter.refused(len(refused))
