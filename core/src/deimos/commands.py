@@ -9,7 +9,8 @@ import sys
 import click
 
 from deimos import commands_tools  # noqa: F401  (tail, lag, schemas)
-from deimos.cli import cli, load_settings
+from deimos import config as _config
+from deimos.cli import cli, health_port_option, load_settings, start_app
 
 
 def _logging(level: str) -> None:
@@ -20,21 +21,26 @@ def _logging(level: str) -> None:
 @cli.command()
 @click.argument("consumers", nargs=-1)
 @click.option("--log-level", default="info", show_default=True)
+@health_port_option
 @click.pass_context
-def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
+def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str,
+        health_port: int | None) -> None:
     """Run every configured consumer (or the CONSUMERS named) until SIGINT/SIGTERM."""
     from deimos import lag, runner
 
     _logging(log_level)
     from deimos.schema import devregistry
 
-    loaded = load_settings(ctx, dev_registry=True)
+    load_settings(ctx, dev_registry=True)
+    start_app(ctx)
+    loaded = _config.current()
     if loaded.settings.schema.registry_url == devregistry.default_url():
         logging.getLogger("deimos").info(
             "schema.registry_url is not set: using the development registry %s (shared by "
             "local processes; set schema.registry_url in production)",
             loaded.settings.schema.registry_url)
-    clean = runner.run(list(consumers) or None, extra=lag.reporter_factories())
+    clean = runner.run(list(consumers) or None, extra=lag.reporter_factories(),
+                       health_port=health_port)
     if not clean:
         click.echo("deimos: shutdown timed out; exiting anyway", err=True)
         sys.stdout.flush()
