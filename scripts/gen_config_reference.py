@@ -41,6 +41,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("tracing", c.TracingSettings, "Tracing providers; every enabled provider gets every span "
                                    "(fan-out)."),
     ("runner", c.RunnerSettings, "`deimos run`: the process that runs consumers and pollers."),
+    ("health", c.HealthSettings, "Health endpoints and metrics pages over HTTP (see "
+                                 "[Running in production](production.md))."),
 ]
 
 #: descriptions of fields that have none in the model
@@ -203,6 +205,21 @@ def plugin_sections() -> list[tuple[str, type[BaseModel], str]]:
 
 def generate() -> str:
     parts = []
+    # top-level values (not sections): each a heading of its own
+    for name, field in c.Settings.model_fields.items():
+        annotation = field.annotation
+        if any(isinstance(a, type) and issubclass(a, BaseModel)
+               for a in [annotation, *typing.get_args(annotation)]):
+            continue
+        if typing.get_origin(annotation) is list:
+            continue
+        key = key_of(name, field)
+        parts.append(f"### `{key}`\n")
+        parts.append("| key | type | default | description |")
+        parts.append("|---|---|---|---|")
+        parts.append(f"| `{key}` | {type_name(annotation)} | {default_text(field)} | "
+                     f"{field.description}; env `DEIMOS_{key.upper()}` |")
+        parts.append("")
     for path, model, text in [*SECTIONS, *plugin_sections()]:
         text = text.replace("``", "`")  # docstrings are reStructuredText
         parts.append(f"### `{path}`\n\n{text}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,15 +19,64 @@ from deimos.errors import DeimosError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: the settings file read when neither --config nor DEIMOS_CONFIG names one
+DEFAULT_CONFIG_FILE = "deimos.toml"
+
 
 @click.group()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              envvar="DEIMOS_CONFIG", help="settings file (.toml/.yaml); env DEIMOS_CONFIG")
+              envvar="DEIMOS_CONFIG", help="settings file (.toml/.yaml); env DEIMOS_CONFIG; "
+              "default ./deimos.toml when it exists")
+@click.option("--app", "app", default=None, metavar="MODULE:FUNCTION",
+              help="application start-up code, called once before anything runs (setting "
+              "app; env DEIMOS_APP)")
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None) -> None:
+def cli(ctx: click.Context, config_file: str | None, app: str | None) -> None:
     """deimos: Kafka producers and consumers with schemas, outbox, metrics and tracing."""
     ctx.ensure_object(dict)
+    if config_file is None and os.path.isfile(DEFAULT_CONFIG_FILE):
+        config_file = DEFAULT_CONFIG_FILE
     ctx.obj["config_file"] = config_file
+    ctx.obj["app"] = app
+
+
+#: ``--health-port`` of every command that runs runnables (run, db-producer, db-poller)
+health_port_option = click.option(
+    "--health-port", type=int, default=None, metavar="PORT",
+    help="serve /livez, /readyz, /health (and /metrics of a metrics provider) on PORT "
+         "(setting health.port)")
+
+_app_started: set[str] = set()
+
+
+def start_app(ctx: click.Context) -> None:
+    """Before any runnable starts (``deimos run``, ``db-producer``, ``db-poller``): put the
+    current directory on ``sys.path`` (as uvicorn, Celery and FastStream do, so the project's
+    own modules import), then import and call the application hook (``--app`` or the ``app``
+    setting) once per process."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    spec = (ctx.find_root().obj or {}).get("app") or _config.get_settings().app
+    if not spec or spec in _app_started:
+        return
+    from deimos.errors import ConfigError
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError([("app", f"{spec!r} is not 'module:function'")])
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError([("app", f"cannot import {module_name!r} of {spec!r}: {exc} "
+                                   f"(sys.path starts with {sys.path[:3]})")]) from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError([("app", f"{module_name!r} has no function {attr!r}")])
+    _app_started.add(spec)
+    fn()
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -9,28 +9,34 @@ import sys
 import click
 
 from deimos import commands_tools  # noqa: F401  (tail, lag, schemas)
-from deimos.cli import cli, load_settings, log_level_option
+from deimos import config as _config
+from deimos.cli import cli, health_port_option, load_settings, log_level_option, start_app
 from deimos.cli import setup_logging as _logging
 
 
 @cli.command()
 @click.argument("consumers", nargs=-1)
 @log_level_option("info")
+@health_port_option
 @click.pass_context
-def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
+def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str,
+        health_port: int | None) -> None:
     """Run every configured consumer (or the CONSUMERS named) until SIGINT/SIGTERM."""
     from deimos import lag, runner
 
     _logging(log_level)
     from deimos.schema import devregistry
 
-    loaded = load_settings(ctx, dev_registry=True)
+    load_settings(ctx, dev_registry=True)
+    start_app(ctx)
+    loaded = _config.current()
     if loaded.settings.schema.registry_url == devregistry.default_url():
         logging.getLogger("deimos").info(
             "schema.registry_url is not set: using the development registry %s (shared by "
             "local processes; set schema.registry_url in production)",
             loaded.settings.schema.registry_url)
-    clean = runner.run(list(consumers) or None, extra=lag.reporter_factories())
+    clean = runner.run(list(consumers) or None, extra=lag.reporter_factories(),
+                       health_port=health_port)
     if not clean:
         click.echo("deimos: shutdown timed out; exiting anyway", err=True)
         sys.stdout.flush()

@@ -118,6 +118,9 @@ class KafkaSettings(Section):
     config: PassThrough = Field(
         default_factory=dict, description="any librdkafka property, passed through as is"
     )
+    error_summary_interval: float = Field(
+        30.0, gt=0, description="seconds between log summaries while the brokers stay "
+        "unreachable (the failure is logged once, then summarised, then its end)")
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -346,8 +349,22 @@ class RunnerSettings(Section):
     )
 
 
+class HealthSettings(Section):
+    """The HTTP server of ``deimos run``, ``deimos db-producer`` and ``deimos db-poller``:
+    ``/livez``, ``/readyz``, ``/health`` and the pages metrics providers add (``/metrics``)."""
+
+    port: int | None = Field(
+        None, ge=0, le=65535, description="port to serve on (unset: no server; "
+        "`--health-port` overrides; 0 picks a free port)")
+    host: str = Field("0.0.0.0", description="address to listen on")
+
+
 class Settings(Section):
     """Every deimos setting; plugins add their own sections."""
+
+    app: str | None = Field(
+        None, description="'module:function' imported and called once before any runnable "
+        "starts, in every deimos CLI process (logging, the OpenTelemetry SDK, ...)")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     producers: ProducerSettings = Field(default_factory=ProducerSettings)
@@ -356,6 +373,7 @@ class Settings(Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @property
     def schema(self) -> SchemaSettings:  # type: ignore[override]
@@ -435,8 +453,15 @@ def _parse_env_value(raw: str) -> Any:
     return raw
 
 
+#: top-level settings that are values, not sections: ``DEIMOS_APP`` sets ``app``
+_ENV_TOP_LEVEL = {"DEIMOS_APP": "app"}
+
+
 def _env_items(environ: Mapping[str, str]) -> Iterator[tuple[list[str], Any, str]]:
     for name, raw in sorted(environ.items()):
+        if name in _ENV_TOP_LEVEL:
+            yield [_ENV_TOP_LEVEL[name]], raw, name
+            continue
         if not name.startswith(ENV_PREFIX) or name in _ENV_RESERVED or "__" not in name:
             continue
         if name.startswith("DEIMOS_TEST_"):

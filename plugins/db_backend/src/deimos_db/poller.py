@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from deimos.config import Settings, get_settings
 from deimos.consumer import import_class
 from deimos.errors import DeimosError
+from deimos.health import Heartbeat
 from deimos.retry import Backoff
 from deimos.runner import Executor, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
@@ -134,6 +135,9 @@ class DbPoller:
         self.telemetry = telemetry or get_runtime().telemetry
         self.tags = {"poller": self.name}
         self._stop = threading.Event()
+        #: the last completed poll or batch (liveness); polls completed (readiness)
+        self.beat = Heartbeat()
+        self.polls = 0
         if config.mode == "time_based":
             ts = self.table.c[config.timestamp_column]
             self._aware = bool(getattr(ts.type, "timezone", False))
@@ -141,14 +145,23 @@ class DbPoller:
     def __repr__(self) -> str:
         return f"DbPoller({self.name})"
 
+    def health(self) -> dict[str, Any]:
+        """Liveness and readiness for the health endpoint (:mod:`deimos_db.health`)."""
+        from .health import poller_health
+
+        return poller_health(self)
+
     # -- runnable ---------------------------------------------------------------------------
 
     def run(self) -> None:
         log.info("DB poller %s started (%s, every %ss)", self.name, self.config.mode,
                  self.config.run_every)
+        self.beat.beat()
         while not self._stop.is_set():
             started = time.monotonic()
             self.process_updates()
+            self.polls += 1
+            self.beat.beat()
             self._stop.wait(max(0.0, self.config.run_every - (time.monotonic() - started)))
         log.info("DB poller %s stopped", self.name)
 
@@ -346,6 +359,7 @@ class DbPoller:
         return failed
 
     def _done(self, n: int, status: PollStatus) -> None:
+        self.beat.beat()
         status.batches_processed += 1
         status.messages_processed += n
         self.telemetry.increment("db_poller.batches_processed", 1, self.tags)
@@ -414,7 +428,10 @@ class DbPollerGroup:
 
 
 def run_db_pollers(names: Sequence[str] | None = None, *, install_signals: bool = True,
-                   until: threading.Event | None = None) -> bool:
-    """Run the configured pollers until SIGINT/SIGTERM (or ``until``); True on a clean stop."""
+                   until: threading.Event | None = None,
+                   health_port: int | None = None) -> bool:
+    """Run the configured pollers until SIGINT/SIGTERM (or ``until``); True on a clean stop.
+    ``health_port``: serve the health endpoints there (else ``health.port``)."""
     group = DbPollerGroup(names, get_settings())
-    return run_until_stopped(group.executor, install_signals=install_signals, until=until)
+    return run_until_stopped(group.executor, install_signals=install_signals, until=until,
+                             health_port=health_port)
