@@ -41,6 +41,10 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("tracing", c.TracingSettings, "Tracing providers; every enabled provider gets every span "
                                    "(fan-out)."),
     ("runner", c.RunnerSettings, "`deimos run`: the process that runs consumers and pollers."),
+    ("topics", c.TopicsSettings, "Declared topics for `deimos topics plan|apply` (see "
+                                 "[Topics](topics.md))."),
+    ("topics.defaults, topics.overrides.NAME", c.TopicSpecSettings,
+     "How a declared topic is created and kept."),
 ]
 
 #: descriptions of fields that have none in the model

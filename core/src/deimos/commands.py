@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from deimos import commands_tools  # noqa: F401  (tail, lag, schemas)
+from deimos import commands_ops, commands_tools  # noqa: F401  (topics, dlq, tail, lag, schemas)
 from deimos.cli import cli, load_settings
 
 
