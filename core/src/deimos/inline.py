@@ -87,6 +87,29 @@ def dead_letter_sources(settings: Settings, topic: str) -> dict[str, Any]:
     return out
 
 
+def _producer_schema(settings: Settings, topic: str) -> tuple[str | None, str | None, Any] | None:
+    """``(schema, namespace, key_config)`` of the producer of ``topic``: a
+    ``producers.topics`` entry, else a ``deimos.Producer`` subclass defined in this process
+    whose ``topic`` it is (the first with a schema)."""
+    from deimos.producer import Producer
+
+    prefix = settings.producers.topic_prefix
+    names = {topic, topic[len(prefix):] if prefix and topic.startswith(prefix) else topic}
+    for ts in settings.producers.topics:
+        if ts.topic in names:
+            return ts.schema_name, ts.namespace, ts.key_config
+    todo, seen = list(Producer.__subclasses__()), set()
+    while todo:
+        cls = todo.pop(0)
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        if getattr(cls, "topic", None) in names and getattr(cls, "schema", None):
+            return cls.schema, cls.namespace, cls.key_config
+    return None
+
+
 def _schema(runtime: Runtime, topic: str, schema: str | None, namespace: str | None,
             key_config: Any) -> SchemaBackend:
     """The schema to decode ``topic`` with: the arguments, else the consumer configured for
@@ -106,6 +129,10 @@ def _schema(runtime: Runtime, topic: str, schema: str | None, namespace: str | N
                 schema, namespace = cs.schema_name, cs.namespace or namespace
                 key_config = cs.key_config
                 break
+        else:
+            found = _producer_schema(runtime.settings, topic)
+            if found is not None:
+                schema, namespace, key_config = found
     kc = KeyConfig.model_validate(key_config if key_config is not None else "plain")
     return runtime.schema_backend(topic=topic, schema=schema, namespace=namespace,
                                   key_config=kc)
