@@ -43,6 +43,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("runner", c.RunnerSettings, "`deimos run`: the process that runs consumers and pollers."),
     ("health", c.HealthSettings, "Health endpoints and metrics pages over HTTP (see "
                                  "[Running in production](production.md))."),
+    ("topics", c.TopicsSettings, "Declared topics for `deimos topics plan|apply` (see "
+                                 "[Topics](topics.md))."),
+    ("topics.defaults", c.TopicSpecSettings,
+     "How a declared topic is created and kept; `topics.overrides.NAME` takes the same keys "
+     "(env `DEIMOS_TOPICS__OVERRIDES__NAME__PARTITIONS`, ...)."),
 ]
 
 #: descriptions of fields that have none in the model

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from deimos import commands_tools  # noqa: F401  (tail, lag, schemas)
+from deimos import commands_ops, commands_tools  # noqa: F401  (topics, dlq, tail, lag, schemas)
 from deimos import config as _config
 from deimos.cli import cli, health_port_option, load_settings, log_level_option, start_app
 from deimos.cli import setup_logging as _logging

@@ -297,6 +297,9 @@ class ConsumerSettings(Section):
         "restart from the committed offset), retry (never give up), dead_letter, skip")
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter_topic: str | None = None
+    dead_letter_error_bytes: int = Field(
+        1024, ge=16, description="longest deimos-error-message header of a dead letter "
+        "(bytes; SQL errors never carry their bound parameters)")
     use_schema_classes: bool | None = None
     disabled: bool = False
     config: PassThrough = Field(default_factory=dict, description="librdkafka consumer props")
@@ -359,6 +362,30 @@ class HealthSettings(Section):
     host: str = Field("0.0.0.0", description="address to listen on")
 
 
+class TopicSpecSettings(Section):
+    """How a topic is created by ``deimos topics apply`` (unset: the broker's default)."""
+
+    partitions: int | None = Field(None, gt=0, description="partitions (raised, never "
+                                   "lowered); unset: the broker's num.partitions")
+    replication_factor: int | None = Field(
+        None, gt=0, description="replicas per partition at creation; unset: the broker's "
+        "default.replication.factor")
+    config: PassThrough = Field(default_factory=dict, description="topic configs "
+                                "(retention.ms, cleanup.policy, ...), set when they differ")
+
+
+class TopicsSettings(Section):
+    """Declared topics for ``deimos topics plan|apply``: ``defaults`` for every topic the
+    settings imply, ``overrides`` per topic name (a name only here is declared too)."""
+
+    defaults: TopicSpecSettings = Field(
+        default_factory=TopicSpecSettings, description="partitions, replication_factor and "
+        "config of every declared topic")
+    overrides: dict[str, TopicSpecSettings] = Field(
+        default_factory=dict, description="topic name (without the prefix) -> its own "
+        "partitions, replication_factor and config")
+
+
 class Settings(Section):
     """Every deimos setting; plugins add their own sections."""
 
@@ -374,6 +401,7 @@ class Settings(Section):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
 
     @property
     def schema(self) -> SchemaSettings:  # type: ignore[override]
