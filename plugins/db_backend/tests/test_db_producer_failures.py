@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,12 @@ from deimos_db.producer import DbProducer
 from deimos_db_helpers import (
     ALL_DATABASES,
     FAST,
+    config_file,
     count_rows,
     per_key_sequences,
     read_topic,
+    start_producer,
+    started_workers,
     wait_for,
 )
 
@@ -87,34 +88,6 @@ def test_rows_stay_while_the_broker_is_down_and_are_all_delivered_after_it_resta
         broker.stop()
 
 
-def _config_file(tmp_path: Path, url: str, bootstrap: str, **producer: Any) -> Path:
-    ps = {**FAST, **producer}
-    lines = [f'[kafka]\nbootstrap_servers = "{bootstrap}"\n', f'[db]\nurl = "{url}"\n',
-             "[db.producer]"]
-    for k, v in ps.items():
-        lines.append(f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
-    path = tmp_path / "deimos.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _start(config: Path, workers: int = 1, log: Path | None = None
-           ) -> subprocess.Popen[bytes]:
-    """A ``deimos db-producer`` process; with ``log``, its INFO log goes there (to see when
-    its workers have started)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "deimos", "--config", str(config), "db-producer",
-         "--workers", str(workers), "--log-level", "info" if log else "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb") if log else subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _started_workers(log: Path) -> int:
-    return sum("DB producer" in line and " started on " in line
-               for line in log.read_text(errors="replace").splitlines())
-
-
 def test_sigkill_mid_batch_then_restart_delivers_every_row_at_least_once(
         db: sa.Engine, deimos_kafka: str, tmp_path: Path) -> None:
     topic = create_topic(deimos_kafka)
@@ -123,9 +96,9 @@ def test_sigkill_mid_batch_then_restart_delivers_every_row_at_least_once(
     Events.topic = topic
     n = 3000
     _publish(db, n, 11, per_txn=500)
-    config = _config_file(tmp_path, url, deimos_kafka, batch_size=100, lock_timeout=2.0,
+    config = config_file(tmp_path, url, deimos_kafka, batch_size=100, lock_timeout=2.0,
                           heartbeat_interval=0.5)
-    proc = _start(config)
+    proc = start_producer(config)
     try:
         wait_for(lambda: count_rows(db) < n, timeout=30, what="the first batches")
     finally:
@@ -133,7 +106,7 @@ def test_sigkill_mid_batch_then_restart_delivers_every_row_at_least_once(
         proc.wait(10)
     left = count_rows(db)
     assert 0 < left < n, "killed mid-run"
-    proc = _start(config)  # takes the dead worker's topic over once its lock expires
+    proc = start_producer(config)  # takes the dead worker's topic over once its lock expires
     try:
         wait_for(lambda: count_rows(db) == 0, timeout=60, what="the restarted producer")
     finally:
@@ -148,15 +121,15 @@ def test_two_producer_processes_deliver_everything_in_order_without_sharing_a_to
     hot = create_topic(deimos_kafka, partitions=3)
     url = db.url.render_as_string(hide_password=False)
     deimos.configure(producers={"backend": "db"}, db={"url": url})
-    config = _config_file(tmp_path, url, deimos_kafka, batch_size=50)
+    config = config_file(tmp_path, url, deimos_kafka, batch_size=50)
     config.write_text(config.read_text() + f'\n[db.producer.split_topics]\n"{hot}" = 4\n')
     logs = [tmp_path / "producer-1.log", tmp_path / "producer-2.log"]
-    procs = [_start(config, workers=2, log=log) for log in logs]
+    procs = [start_producer(config, workers=2, log=log) for log in logs]
     n = 600
     try:
         # both processes up (signal handlers installed) before any row exists, so both
         # take part and neither is still importing when it is asked to stop
-        wait_for(lambda: all(_started_workers(log) == 2 for log in logs), timeout=60,
+        wait_for(lambda: all(started_workers(log) == 2 for log in logs), timeout=60,
                  what="both DB producer processes to start")
         for topic in [*topics, hot]:
             _publish(db, n, 7, topic=topic)
