@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from deimos_db_helpers import (
     FAST,
     config_file,
     count_rows,
+    mock_metrics,
     per_key_sequences,
     read_topic,
     start_producer,
@@ -147,3 +149,40 @@ def test_two_producer_processes_deliver_everything_in_order_without_sharing_a_to
     got = read_topic(deimos_kafka, hot, n)
     assert len(got) == n
     _assert_all_delivered_in_key_order(got, n, 7)
+
+
+def test_a_batch_waiting_on_a_dead_broker_says_so_within_seconds(
+        db: sa.Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """A log line, the db_producer.broker_error metric and kafka_topic_info.error while the
+    batch still waits (before its delivery_timeout could fail it)."""
+    broker = EmbeddedBroker().start()
+    try:
+        topic = create_topic(broker.bootstrap_servers)
+        delivery_timeout = 4.0
+        deimos.configure(kafka={"bootstrap_servers": broker.bootstrap_servers},
+                         producers={"backend": "db"}, metrics={"providers": ["mock"]},
+                         db={"url": db.url.render_as_string(hide_password=False),
+                             "producer": {**FAST, "delivery_timeout": delivery_timeout}})
+        mock_metrics().clear()
+        Events.topic = topic
+        _publish(db, 10, 3)
+        worker = DbProducer()
+        assert worker.process_next() == 10
+        broker.kill()
+        _publish(db, 10, 3, start=10)
+        waiting = threading.Thread(target=worker.process_next)
+        started = time.monotonic()
+        waiting.start()
+
+        def reported() -> bool:
+            with db.connect() as conn:
+                error = conn.execute(sa.select(kafka_topic_info.c.error)).scalar()
+            return bool(error) and mock_metrics().total("db_producer.broker_error") >= 1
+
+        wait_for(reported, delivery_timeout, "the error to be reported")
+        assert time.monotonic() - started < delivery_timeout  # the batch is still waiting
+        assert any("no acknowledgement yet" in r.getMessage() for r in caplog.records)
+        waiting.join(delivery_timeout + 10)
+        assert count_rows(db) == 10  # and nothing was lost
+    finally:
+        broker.kill()

@@ -679,11 +679,10 @@ class SessionLocks:
                 conn.close()
 
     def close(self) -> None:
+        """Close the connection for good (not back to the pool, where a lock still held
+        would outlive the worker), freeing every lock it held."""
         with self._mutex:
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
+            self._drop()
 
 
 def supports_skip_locked(engine: sa.Engine) -> bool:
