@@ -66,7 +66,7 @@ def test_rows_stay_while_the_broker_is_down_and_are_all_delivered_after_it_resta
                          producers={"backend": "db"},
                          db={"url": db.url.render_as_string(hide_password=False),
                              "producer": {**FAST, "delivery_timeout": 1.5,
-                                          "retry_backoff": 0.1, "max_retry_backoff": 0.1}})
+                                          "retry": {"backoff": 0.1, "max_backoff": 0.1}}})
         Events.topic = topic
         _publish(db, 20, 3)
         worker = DbProducer()

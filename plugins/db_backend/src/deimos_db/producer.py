@@ -592,10 +592,9 @@ class DbProducer:
 
 
 def retry_backoff(ps: DbProducerSettings) -> Backoff:
-    """A failed topic's wait: ``retry_backoff`` doubling per retry, ±20 % jitter, never
-    longer than ``max_retry_backoff``."""
-    return Backoff(backoff=ps.retry_backoff, max_backoff=ps.max_retry_backoff,
-                   multiplier=2.0, jitter=0.2)
+    """A failed topic's wait: ``retry.backoff`` growing per retry, spread by
+    ``retry.jitter``, never longer than ``retry.max_backoff``."""
+    return Backoff.from_settings(ps.retry)
 
 
 def compact(rows: Sequence[Any]) -> list[Any]:
@@ -643,18 +642,24 @@ class SessionLocks:
         self.postgres = engine.dialect.name == "postgresql"
         self._conn: sa.Connection | None = None
         self._mutex = threading.Lock()
+        #: where the outbox tables are (PostgreSQL: the schema; MySQL/MariaDB: the database):
+        #: advisory locks are per database and named locks per server, so two services whose
+        #: outboxes share a server must not lock each other's topics
+        self._scope = ""
 
     def _connection(self) -> sa.Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._scope = str(self._conn.execute(sa.text(
+                "SELECT current_schema()" if self.postgres else "SELECT DATABASE()")).scalar())
         return self._conn
 
     def _args(self, name: str) -> dict[str, Any]:
+        scope = f"{self._scope}/{name}".encode()
         if self.postgres:
-            digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
+            digest = hashlib.blake2b(scope, digest_size=4).digest()
             return {"c": _PG_LOCK_CLASS, "k": int.from_bytes(digest, "big", signed=True)}
-        # named locks are per server: the database is part of the name (64 characters max)
-        scope = f"{self.engine.url.database}/{name}".encode()
+        # 64 characters at most
         return {"n": f"deimos_db:{hashlib.blake2b(scope, digest_size=16).hexdigest()}"}
 
     def acquire(self, name: str) -> bool:
