@@ -58,3 +58,22 @@ def test_lag_says_when_the_brokers_high_watermark_is_below_the_committed_offset(
             "committed offset 5; the broker's figure is inconsistent") in out.output
     [row] = json.loads(runner.invoke(cli, ["lag", group, "--topic", topic, "--json"]).output)
     assert row["inconsistent"] is True and row["lag"] == 0
+
+
+@pytest.mark.kafka
+def test_the_lag_reporter_warns_once_about_an_inconsistent_partition(
+        deimos_kafka: str, deimos_reset: None, deimos_topic: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from deimos.lag import LagReporter
+
+    topic, group = deimos_topic(), f"g-{uuid.uuid4().hex[:10]}"
+    c = RawConsumer({"bootstrap.servers": deimos_kafka, "group.id": group})
+    c.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)  # empty topic
+    c.close()
+    deimos.configure(kafka={"bootstrap_servers": deimos_kafka})
+    reporter = LagReporter(groups={group: [topic]})
+    with caplog.at_level("WARNING", logger="deimos.lag"):
+        reporter.report()
+        reporter.report()
+    warned = [r for r in caplog.records if "inconsistent" in r.getMessage()]
+    assert len(warned) == 1 and f"{topic}[0]" in warned[0].getMessage()
