@@ -41,7 +41,7 @@ def iso_time(ms: int | None) -> str | None:
               help="how many of the last messages (across all partitions)")
 @click.option("--schema", default=None, help="schema of the values (default: the consumer "
               "configured for TOPIC, else the default schema backend with no schema)")
-@click.option("--namespace", default=None)
+@click.option("--namespace", default=None, help="namespace of --schema")
 @click.option("--key-config", default=None,
               help='"plain", "none", "field:NAME" or "schema:NAME"')
 @click.option("--raw", is_flag=True, help="do not decode; print bytes")

@@ -43,6 +43,8 @@ from confluent_kafka import Producer as KafkaProducer
 from deimos.backends.kafka import producer_config
 from deimos.config import Settings, get_settings
 from deimos.errors import PublishError
+from deimos.health import Heartbeat
+from deimos.kafka.connection import instrument
 from deimos.partitioner import murmur2_partition
 from deimos.runner import Executor, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
@@ -133,9 +135,10 @@ class KafkaSender:
     _senders: dict[str, KafkaSender] = {}
 
     def __init__(self, conf: dict[str, Any]) -> None:
-        self.conf = conf
-        self.producer = KafkaProducer({**conf,
-                                       "logger": logging.getLogger("deimos.librdkafka")})
+        # deimos's logger, error and statistics callbacks: connection failures logged once,
+        # the broker's reachability known to the health endpoint
+        self.conf = instrument(conf)
+        self.producer = KafkaProducer(self.conf)
         self._partitions: dict[str, tuple[int, float]] = {}
 
     @classmethod
@@ -220,9 +223,18 @@ class DbProducer:
         self._held_lock = threading.Lock()
         self._lost = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        #: the loop's last completed pass or batch (liveness), failed passes in a row
+        self.beat = Heartbeat()
+        self.failures = 0
 
     def __repr__(self) -> str:
         return f"DbProducer({self.id})"
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and readiness for the health endpoint (:mod:`deimos_db.health`)."""
+        from .health import producer_health
+
+        return producer_health(self)
 
     # -- runnable ---------------------------------------------------------------------------
 
@@ -231,21 +243,23 @@ class DbProducer:
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True,
                                            name=f"deimos-db-heartbeat-{self.id[:8]}")
         self._heartbeat.start()
-        failures = 0
         try:
             while not self._stop.is_set():
                 generation = self.waker.generation
                 try:
                     done = self.process_next()
-                    failures = 0
+                    self.failures = 0
                 except Exception:
-                    failures += 1
+                    self.failures += 1
                     log.exception("DB producer %s: pass failed; retrying", self.id)
                     done = 0
                     # a dropped connection, a database restart: back off, the pool reconnects
                     self._stop.wait(min(self.ps.max_retry_backoff,
-                                        self.ps.retry_backoff * 2 ** min(failures, 10)))
+                                        self.ps.retry_backoff * 2 ** min(self.failures, 10)))
+                self.beat.beat()
                 if not done and not self._stop.is_set():
+                    # serve the Kafka client's callbacks while idle (broker reachability)
+                    KafkaSender.for_settings(self._kafka_settings).producer.poll(0)
                     self.waker.wait(self.ps.poll_interval, generation)
         finally:
             self._stop.set()
@@ -424,6 +438,7 @@ class DbProducer:
                     break
                 result = self.send(unit.topic, rows)
                 self._finish(unit.topic, result)
+                self.beat.beat()
                 done += len(result.delete_ids) + len(result.dead)
                 if result.error is not None:
                     raise result.error
@@ -731,10 +746,13 @@ class DbProducerGroup:
 
 
 def run_db_producer(workers: int | None = None, *, install_signals: bool = True,
-                    until: threading.Event | None = None) -> bool:
-    """Run the DB producer until SIGINT/SIGTERM (or ``until``); True on a clean stop."""
+                    until: threading.Event | None = None,
+                    health_port: int | None = None) -> bool:
+    """Run the DB producer until SIGINT/SIGTERM (or ``until``); True on a clean stop.
+    ``health_port``: serve the health endpoints there (else ``health.port``)."""
     group = DbProducerGroup(workers, get_settings())
-    return run_until_stopped(group.executor, install_signals=install_signals, until=until)
+    return run_until_stopped(group.executor, install_signals=install_signals, until=until,
+                             health_port=health_port)
 
 
 def iter_rows(engine: sa.Engine, topic: str | None = None) -> Iterable[Any]:
