@@ -1,11 +1,11 @@
 """Installing from a local checkout, as a service would before a release: the core plus one
-plugin by path, into a fresh project (``uv add --editable``) and into a fresh virtual
-environment (``uv pip install --no-sources``, which resolves as pip does), as
+plugin by path, into a fresh project (``uv add --editable``) and into fresh virtual
+environments (``uv pip install --no-sources``; ``pip install -e`` of both paths), as
 docs/installation.md says.
 
 Dependencies come from the uv cache (PyPI only when the cache lacks them); the checkout's
-distributions are built from their paths, so this takes seconds, not the wheel build of
-test_wheels.py.
+distributions are built from their paths, so the uv installs take seconds, not the wheel
+build of test_wheels.py; pip's (about 18 s: it has no such cache) is marked slow.
 """
 
 from __future__ import annotations
@@ -68,3 +68,14 @@ def test_uv_pip_install_paths_into_a_fresh_venv(tmp_path: Path) -> None:
     location = _run(venv / "bin" / "python", "-c", "import deimos; print(deimos.__file__)",
                     cwd=tmp_path).stdout
     assert str(venv) in location
+
+
+@pytest.mark.slow
+def test_pip_install_editable_paths_into_a_fresh_venv(tmp_path: Path) -> None:
+    """``pip install -e core[avro]`` alone cannot work before a release (deimos-avro==0.1.0
+    is on no index); with the plugin's path given too, pip resolves it from there."""
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
+    _run(venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "-e", f"{ROOT / 'core'}[avro]", "-e", ROOT / "plugins" / "avro", cwd=tmp_path)
+    assert _plugins(venv / "bin" / "deimos", tmp_path) == {"deimos-kafka", "deimos-avro"}

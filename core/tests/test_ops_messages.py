@@ -28,7 +28,7 @@ def test_tail_with_unreachable_brokers_prints_one_error_naming_the_setting() -> 
     servers = f"127.0.0.1:{_free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEIMOS_")}
     env["DEIMOS_KAFKA__BOOTSTRAP_SERVERS"] = servers
-    done = subprocess.run([sys.executable, "-m", "deimos", "tail", "orders", "--timeout", "2"],
+    done = subprocess.run([sys.executable, "-m", "deimos", "tail", "orders", "--timeout", "1"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1
     output = done.stdout + done.stderr
