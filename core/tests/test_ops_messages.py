@@ -37,6 +37,17 @@ def test_tail_with_unreachable_brokers_prints_one_error_naming_the_setting() -> 
     assert len(output.strip().splitlines()) == 1, output
 
 
+def test_lag_with_unreachable_brokers_prints_one_error_naming_the_setting(
+        deimos_reset: None) -> None:
+    servers = f"127.0.0.1:{_free_port()}"
+    deimos.configure(kafka={"bootstrap_servers": servers})
+    out = CliRunner().invoke(cli, ["lag", "some-group", "--topic", "t", "--timeout", "1"])
+    assert out.exit_code == 1
+    assert (f"Error: measuring the lag of group some-group: cannot reach Kafka at "
+            f"kafka.bootstrap_servers = {servers}") in out.output, out.output
+    assert "Traceback" not in out.output
+
+
 @pytest.mark.kafka
 def test_lag_says_when_the_brokers_high_watermark_is_below_the_committed_offset(
         deimos_kafka: str, deimos_reset: None, deimos_topic: Any) -> None:
