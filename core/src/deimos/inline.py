@@ -58,8 +58,11 @@ def unreachable(settings: Settings, what: str, error: Any) -> DeimosError:
     """The error of a command that could not reach the cluster."""
     servers = settings.kafka.bootstrap_servers
     where = servers if servers else "localhost:9092 (the default: it is not set)"
+    if isinstance(error, BaseException) and error.args:
+        error = error.args[0]  # KafkaException(KafkaError)
+    text = error.str() if callable(getattr(error, "str", None)) else str(error)
     return DeimosError(f"{what}: cannot reach Kafka at kafka.bootstrap_servers = {where}: "
-                       f"{error}")
+                       f"{text}")
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
