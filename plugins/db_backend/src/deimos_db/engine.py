@@ -50,6 +50,9 @@ class MissingTableError(DeimosError):
 def _explain_missing_table(context: Any) -> BaseException | None:
     """``handle_error`` listener: a missing deimos-db table becomes an error naming the
     fix."""
+    statement = (context.statement or "").lstrip()[:8].upper()
+    if statement.startswith(("DESCRIBE", "SHOW", "PRAGMA")):
+        return None  # the dialect's own existence checks (create_tables) expect the error
     match = _MISSING_TABLE.search(str(context.original_exception))
     if match is None:
         return None
