@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from run import VALUE, Bench, bench
 
 import deimos
+from deimos.kafka import producer_config
 from deimos.testing.databases import isolated_database
 from deimos_db import create_tables, dispose_engines, get_engine, kafka_messages, transaction
 from deimos_db.engine import utcnow
-from deimos_db.producer import DbProducer, KafkaSender
+from deimos_db.producer import DbProducer
 
 DATABASES = ("sqlite", "postgresql")
 BATCH = 1000
@@ -55,9 +56,11 @@ def db_producer_drain(b: Bench) -> dict[str, Any]:
             b.configure(db={"url": url, "producer": {"batch_size": BATCH}})
 
             # the DB producer's own librdkafka properties (its delivery timeout, a report
-            # per message), one producer for every round, as the worker keeps its sender
-            sender_conf = KafkaSender.for_settings(DbProducer()._kafka_settings).conf
-            p = b.raw_producer(**{k: v for k, v in sender_conf.items() if k != "logger"})
+            # per message, no linger: core's reporting producer), one producer for every
+            # round, as the worker keeps its shared producer
+            sender_conf = {**producer_config(DbProducer()._kafka_settings),
+                           "delivery.report.only.error": False, "linger.ms": 0}
+            p = b.raw_producer(**sender_conf)
 
             def raw(engine: sa.Engine = engine, p: Any = p) -> float:
                 topic = b.topic()

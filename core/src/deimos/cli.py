@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -15,6 +16,8 @@ from rich.table import Table
 import deimos
 from deimos import config as _config
 from deimos.errors import DeimosError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: the settings file read when neither --config nor DEIMOS_CONFIG names one
 DEFAULT_CONFIG_FILE = "deimos.toml"
@@ -74,6 +77,24 @@ def start_app(ctx: click.Context) -> None:
         raise ConfigError([("app", f"{module_name!r} has no function {attr!r}")])
     _app_started.add(spec)
     fn()
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def log_level_option(default: str) -> Callable[[F], F]:
+    """``--log-level`` as every deimos command takes it (plugins' commands too)."""
+    return click.option("--log-level", default=default, show_default=True,
+                        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                        help="level of the log written to stderr")
+
+
+def setup_logging(level: str) -> None:
+    """The log format of every long-running deimos command."""
+    import logging
+
+    logging.basicConfig(level=getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def load_settings(ctx: click.Context, *, dev_registry: bool = False
@@ -137,7 +158,8 @@ def config_group() -> None:
 
 
 @config_group.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="print JSON: the settings and each value's source")
 @click.pass_context
 def config_show(ctx: click.Context, as_json: bool) -> None:
     """Print the effective settings (secrets masked) and where each value came from."""

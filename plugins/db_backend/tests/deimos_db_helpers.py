@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,3 +71,33 @@ def per_key_sequences(messages: list[Any]) -> dict[bytes, list[int]]:
     for m in sorted(messages, key=lambda m: (m.partition(), m.offset())):
         out.setdefault(m.key(), []).append(int(m.value()))
     return out
+
+
+def config_file(tmp_path: Path, url: str, bootstrap: str, extra: str = "",
+                **producer: Any) -> Path:
+    """A deimos.toml for a ``deimos db-producer`` process (``extra``: more TOML, put first)."""
+    ps = {**FAST, **producer}
+    lines = [extra, f'[kafka]\nbootstrap_servers = "{bootstrap}"\n', f'[db]\nurl = "{url}"\n',
+             "[db.producer]"]
+    for k, v in ps.items():
+        lines.append(f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
+    path = tmp_path / "deimos.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_producer(config: Path, workers: int = 1, log: Path | None = None
+                   ) -> subprocess.Popen[bytes]:
+    """A ``deimos db-producer`` process; with ``log``, its INFO log goes there (to see when
+    its workers have started)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "deimos", "--config", str(config), "db-producer",
+         "--workers", str(workers), "--log-level", "info" if log else "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb") if log else subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def started_workers(log: Path) -> int:
+    return sum("DB producer" in line and " started on " in line
+               for line in log.read_text(errors="replace").splitlines())

@@ -322,3 +322,44 @@ def test_producer_reconnects_after_its_database_connections_are_killed(
         firsts = [v for i, v in enumerate(seen) if v not in seen[:i]]
         assert firsts == sorted(firsts)
     admin.dispose()
+
+
+def test_a_dead_workers_session_lock_frees_its_topic_at_once(outbox, db):
+    """PostgreSQL/MariaDB: a worker's topic lock dies with its connection, so another takes
+    the topic over at once, however fresh the dead worker's lease (lock_timeout 60 s)."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite has no session locks: the lease is the lock (tested above)")
+    outbox(lock_timeout=60.0, heartbeat_interval=5.0)
+    with db.begin() as conn:
+        conn.execute(kafka_topic_info.insert().values(topic="t", retries=0))
+    first, second = DbProducer(), DbProducer()
+    assert first._claim(["t"]) == "t"
+    assert second._claim(["t"]) is None  # held by a live worker
+    assert first._locks is not None and first._locks._conn is not None
+    postgres = db.dialect.name == "postgresql"
+    session = first._locks._conn.execute(sa.text(
+        "SELECT pg_backend_pid()" if postgres else "SELECT CONNECTION_ID()")).scalar()
+    first._locks.close()  # its connection is gone, as when the process is SIGKILLed
+
+    def session_gone() -> bool:
+        # the server ends a closed connection's session (and frees its locks) right after
+        # the close, not within it: wait for that, as a survivor's next poll would
+        with db.connect() as conn:
+            return not conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = :s" if postgres else
+                "SELECT count(*) FROM information_schema.processlist WHERE id = :s"),
+                {"s": session}).scalar()
+
+    wait_for(session_gone, timeout=5, what="the server to end the closed session")
+    assert second._claim(["t"]) == "t"
+    assert _topic_info(db, "t").locked_by == second.id
+    assert not first.heartbeat() and first._lost.is_set()
+
+
+def test_retry_backoff_doubles_with_jitter_and_never_exceeds_its_maximum(outbox):
+    from deimos_db.producer import retry_backoff
+    from deimos_db.settings import DbProducerSettings
+
+    backoff = retry_backoff(DbProducerSettings(retry_backoff=1.0, max_retry_backoff=60.0))
+    assert all(0.8 <= backoff.delay(1) <= 1.2 for _ in range(100))
+    assert all(backoff.delay(7) <= 60.0 for _ in range(100))  # 64 s ± 20 % before the cap

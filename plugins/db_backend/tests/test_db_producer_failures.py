@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,13 @@ from deimos_db.producer import DbProducer
 from deimos_db_helpers import (
     ALL_DATABASES,
     FAST,
+    config_file,
     count_rows,
+    mock_metrics,
     per_key_sequences,
     read_topic,
+    start_producer,
+    started_workers,
     wait_for,
 )
 
@@ -87,59 +90,53 @@ def test_rows_stay_while_the_broker_is_down_and_are_all_delivered_after_it_resta
         broker.stop()
 
 
-def _config_file(tmp_path: Path, url: str, bootstrap: str, **producer: Any) -> Path:
-    ps = {**FAST, **producer}
-    lines = [f'[kafka]\nbootstrap_servers = "{bootstrap}"\n', f'[db]\nurl = "{url}"\n',
-             "[db.producer]"]
-    for k, v in ps.items():
-        lines.append(f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
-    path = tmp_path / "deimos.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _start(config: Path, workers: int = 1, log: Path | None = None
-           ) -> subprocess.Popen[bytes]:
-    """A ``deimos db-producer`` process; with ``log``, its INFO log goes there (to see when
-    its workers have started)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "deimos", "--config", str(config), "db-producer",
-         "--workers", str(workers), "--log-level", "info" if log else "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb") if log else subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _started_workers(log: Path) -> int:
-    return sum("DB producer" in line and " started on " in line
-               for line in log.read_text(errors="replace").splitlines())
-
-
 def test_sigkill_mid_batch_then_restart_delivers_every_row_at_least_once(
-        db: sa.Engine, deimos_kafka: str, tmp_path: Path) -> None:
-    topic = create_topic(deimos_kafka)
-    url = db.url.render_as_string(hide_password=False)
-    deimos.configure(producers={"backend": "db"}, db={"url": url})
-    Events.topic = topic
-    n = 3000
-    _publish(db, n, 11, per_txn=500)
-    config = _config_file(tmp_path, url, deimos_kafka, batch_size=100, lock_timeout=2.0,
-                          heartbeat_interval=0.5)
-    proc = _start(config)
+        db: sa.Engine, tmp_path: Path) -> None:
+    # No race over how far the producer got before the kill: the first batch is waited for
+    # until it is delivered, then the broker is frozen (SIGSTOP) so nothing more can be
+    # delivered, and the producer is killed holding the rest.
+    broker = EmbeddedBroker().start()
+    proc = None
     try:
-        wait_for(lambda: count_rows(db) < n, timeout=30, what="the first batches")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    left = count_rows(db)
-    assert 0 < left < n, "killed mid-run"
-    proc = _start(config)  # takes the dead worker's topic over once its lock expires
-    try:
+        topic = create_topic(broker.bootstrap_servers)
+        url = db.url.render_as_string(hide_password=False)
+        deimos.configure(producers={"backend": "db"}, db={"url": url})
+        Events.topic = topic
+        n, first = 3000, 100
+        config = config_file(tmp_path, url, broker.bootstrap_servers, batch_size=100,
+                             lock_timeout=2.0, heartbeat_interval=0.5)
+        proc = start_producer(config)
+        _publish(db, first, 11)
+        wait_for(lambda: count_rows(db) == 0, timeout=60, what="the first batch")
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            _publish(db, n - first, 11, start=first, per_txn=500)
+            wait_for(lambda: _locked_by(db, topic) is not None, timeout=30,
+                     what="the producer to hold the topic")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        assert count_rows(db) == n - first  # killed mid-run: nothing of the rest deleted
+        proc = start_producer(config)  # takes the dead worker's topic over once its lock expires
         wait_for(lambda: count_rows(db) == 0, timeout=60, what="the restarted producer")
-    finally:
         proc.terminate()
         assert proc.wait(20) == 0
-    _assert_all_delivered_in_key_order(read_topic(deimos_kafka, topic, n, settle=0.5), n, 11)
+        proc = None
+        _assert_all_delivered_in_key_order(
+            read_topic(broker.bootstrap_servers, topic, n, settle=0.5), n, 11)
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
+        broker.stop()
+
+
+def _locked_by(engine: sa.Engine, topic: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(kafka_topic_info.c.locked_by)
+                            .where(kafka_topic_info.c.topic == topic)).scalar()
 
 
 def test_two_producer_processes_deliver_everything_in_order_without_sharing_a_topic(
@@ -148,15 +145,15 @@ def test_two_producer_processes_deliver_everything_in_order_without_sharing_a_to
     hot = create_topic(deimos_kafka, partitions=3)
     url = db.url.render_as_string(hide_password=False)
     deimos.configure(producers={"backend": "db"}, db={"url": url})
-    config = _config_file(tmp_path, url, deimos_kafka, batch_size=50)
+    config = config_file(tmp_path, url, deimos_kafka, batch_size=50)
     config.write_text(config.read_text() + f'\n[db.producer.split_topics]\n"{hot}" = 4\n')
     logs = [tmp_path / "producer-1.log", tmp_path / "producer-2.log"]
-    procs = [_start(config, workers=2, log=log) for log in logs]
+    procs = [start_producer(config, workers=2, log=log) for log in logs]
     n = 600
     try:
         # both processes up (signal handlers installed) before any row exists, so both
         # take part and neither is still importing when it is asked to stop
-        wait_for(lambda: all(_started_workers(log) == 2 for log in logs), timeout=60,
+        wait_for(lambda: all(started_workers(log) == 2 for log in logs), timeout=60,
                  what="both DB producer processes to start")
         for topic in [*topics, hot]:
             _publish(db, n, 7, topic=topic)
@@ -174,3 +171,40 @@ def test_two_producer_processes_deliver_everything_in_order_without_sharing_a_to
     got = read_topic(deimos_kafka, hot, n)
     assert len(got) == n
     _assert_all_delivered_in_key_order(got, n, 7)
+
+
+def test_a_batch_waiting_on_a_dead_broker_says_so_within_seconds(
+        db: sa.Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """A log line, the db_producer.broker_error metric and kafka_topic_info.error while the
+    batch still waits (before its delivery_timeout could fail it)."""
+    broker = EmbeddedBroker().start()
+    try:
+        topic = create_topic(broker.bootstrap_servers)
+        delivery_timeout = 4.0
+        deimos.configure(kafka={"bootstrap_servers": broker.bootstrap_servers},
+                         producers={"backend": "db"}, metrics={"providers": ["mock"]},
+                         db={"url": db.url.render_as_string(hide_password=False),
+                             "producer": {**FAST, "delivery_timeout": delivery_timeout}})
+        mock_metrics().clear()
+        Events.topic = topic
+        _publish(db, 10, 3)
+        worker = DbProducer()
+        assert worker.process_next() == 10
+        broker.kill()
+        _publish(db, 10, 3, start=10)
+        waiting = threading.Thread(target=worker.process_next)
+        started = time.monotonic()
+        waiting.start()
+
+        def reported() -> bool:
+            with db.connect() as conn:
+                error = conn.execute(sa.select(kafka_topic_info.c.error)).scalar()
+            return bool(error) and mock_metrics().total("db_producer.broker_error") >= 1
+
+        wait_for(reported, delivery_timeout, "the error to be reported")
+        assert time.monotonic() - started < delivery_timeout  # the batch is still waiting
+        assert any("no acknowledgement yet" in r.getMessage() for r in caplog.records)
+        waiting.join(delivery_timeout + 10)
+        assert count_rows(db) == 10  # and nothing was lost
+    finally:
+        broker.kill()

@@ -98,7 +98,8 @@ class KafkaBackend:
         refused = sp.produce_all(topic, messages, reporter)
         if refused:
             for m, error in refused:
-                reporter(error.args[0] if error.args else KafkaError(KafkaError._FAIL),
+                reporter(error.args[0] if error is not None and error.args
+                         else KafkaError(KafkaError._FAIL),
                          _RefusedMsg(topic, m))
             raise PublishError(
                 f"{len(refused)} message(s) to {topic!r} were refused by the client: "

@@ -17,7 +17,11 @@ delivered what it holds (only when it holds something), because two producers ra
 other to the broker. That is the wait a
 raw confluent-kafka user pays with ``produce(); flush()``. A producer that reports a fatal error (an
 idempotent producer whose state the broker lost, say) fails every later message, so it is
-replaced on its next use.
+replaced on its next use. So is a *stuck* one: librdkafka raises no fatal error when an
+idempotent producer's id is unknown to a restarted broker (or a re-created topic), it only
+times every message out. A delivery wait in which every message timed out (each has failed
+for a whole ``message.timeout.ms``) while the broker still answers a metadata request marks
+the producer stuck, and it is replaced like a fatal one (:meth:`SharedProducer.note_deliveries`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -43,6 +47,10 @@ from deimos.partitioner import murmur2_partition
 
 log = logging.getLogger("deimos.kafka")
 
+#: delivery errors that say "not acknowledged in time" rather than "refused"
+TIMEOUT_CODES = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT,
+                           KafkaError.REQUEST_TIMED_OUT})
+
 
 class SharedProducer:
     """A librdkafka producer plus a thread that serves its callbacks.
@@ -54,10 +62,14 @@ class SharedProducer:
     def __init__(self, conf: dict[str, Any], *, reports: bool = False,
                  user_linger: bool = False, summary_interval: float | None = None) -> None:
         #: set when librdkafka reports a fatal error (e.g. an idempotent producer whose state
-        #: the broker lost): such a producer fails every later message, so it is replaced
+        #: the broker lost), or when the producer is stuck (see :meth:`note_deliveries`):
+        #: such a producer fails every later message, so it is replaced
         self.fatal: KafkaError | None = None
-        #: the last error librdkafka reported (named when a synchronous publish times out)
+        #: the last error librdkafka reported (named when a synchronous publish times out),
+        #: when (``time.monotonic()``) and how many so far
         self.last_error: KafkaError | None = None
+        self.last_error_at = 0.0
+        self.error_count = 0
         self.reports = reports
         self.closed = False
         #: the topics this (asynchronous) producer was handed by a producer class: a
@@ -67,7 +79,8 @@ class SharedProducer:
         #: the reachability of the cluster, where connection failures are logged (once)
         self.connection = _connection.connection(self.bootstrap, summary_interval)
         conf = _connection.instrument(conf, summary_interval=summary_interval,
-                                      on_error=self._on_error)
+                                      on_error=self._on_error,
+                                      on_connection_error=self._note_error)
         if reports:
             conf["delivery.report.only.error"] = False
             if not user_linger:
@@ -90,8 +103,13 @@ class SharedProducer:
         last = self.last_error or self.connection.last_error
         return f"; librdkafka's last error: {last}" if last else ""
 
-    def _on_error(self, err: KafkaError) -> None:
+    def _note_error(self, err: KafkaError) -> None:
         self.last_error = err
+        self.last_error_at = time.monotonic()
+        self.error_count += 1
+
+    def _on_error(self, err: KafkaError) -> None:
+        self._note_error(err)
         if err.fatal():
             log.error("the Kafka producer hit a fatal error and will be replaced: %s", err)
             self.fatal = err
@@ -103,6 +121,15 @@ class SharedProducer:
         while not self._stop.is_set():
             try:
                 poll(0.1)
+            except KafkaException as exc:
+                # confluent-kafka raises a fatal error from poll() rather than (only) handing
+                # it to error_cb: such a producer is replaced all the same
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.fatal():
+                    if self.fatal is None:
+                        self._on_error(err)
+                else:
+                    log.exception("error while serving producer callbacks")
             except Exception:  # pragma: no cover - a callback bug must not stop polling
                 log.exception("error while serving producer callbacks")
 
@@ -120,14 +147,48 @@ class SharedProducer:
         self._partitions[topic] = (count, now)
         return count
 
-    def produce_all(self, topic: str, messages: Sequence[Message], callback: Any
-                    ) -> list[tuple[Message, KafkaException]]:
+    def note_deliveries(self, delivered: int, failures: Sequence[tuple[Any, Any]]) -> bool:
+        """Called after a delivery wait with how many messages were acknowledged and the
+        ``(message, KafkaError)`` failures: when none was acknowledged and every failure is
+        a timeout while the broker answers a metadata request, the producer is stuck (an
+        idempotent producer the restarted broker does not know, say; librdkafka reports
+        no fatal error for it) and is marked for replacement. True when marked."""
+        if delivered or not failures or self.fatal is not None:
+            return False
+        if not all(isinstance(e, KafkaError) and e.code() in TIMEOUT_CODES
+                   for _, e in failures):
+            return False
+        try:
+            self.producer.list_topics(timeout=2)
+        except KafkaException:
+            return False  # the broker is away: a new producer would not fare better
+        log.error("every delivery of the Kafka producer timed out while the broker at %s "
+                  "answers (%d message(s)); replacing the producer", self.bootstrap,
+                  len(failures))
+        self.fatal = KafkaError(KafkaError._MSG_TIMED_OUT,
+                                "stuck: every delivery timed out while the broker answers")
+        return True
+
+    def produce_all(self, topic: str, messages: Sequence[Message], callback: Any,
+                    blocks: Callable[[KafkaException], bool] | None = None
+                    ) -> list[tuple[Message, KafkaException | None]]:
         """Queue ``messages``, waiting while librdkafka's local queue is full; the messages
-        it refused (e.g. larger than ``message.max.bytes``) with their errors."""
+        it refused (e.g. larger than ``message.max.bytes``) with their errors.
+
+        With ``blocks``, a refused message whose error ``blocks(error)`` is true holds its
+        key back: the later messages with the same key (``partition_key``, else the key) are
+        not queued but returned with the error ``None``, so a refusal never lets a key's
+        later messages overtake it."""
         produce = self.producer.produce
-        refused: list[tuple[Message, KafkaException]] = []
+        refused: list[tuple[Message, KafkaException | None]] = []
+        blocked: set[bytes] = set()
         count = None
         for m in messages:
+            if blocked:
+                k = m.partition_key if m.partition_key is not None else m.encoded_key
+                if k is not None and k in blocked:
+                    refused.append((m, None))
+                    continue
             partition = -1
             if m.partition_key is not None:
                 if count is None:
@@ -143,6 +204,10 @@ class SharedProducer:
                     time.sleep(0.005)
                 except KafkaException as exc:
                     refused.append((m, exc))
+                    if blocks is not None and blocks(exc):
+                        k = m.partition_key if m.partition_key is not None else m.encoded_key
+                        if k is not None:
+                            blocked.add(k)
                     break
         return refused
 
@@ -246,13 +311,16 @@ def close_all(timeout: float | None = None) -> int:
     return sum(sp.close(max(0.0, deadline - time.monotonic())) for sp in producers)
 
 
-class _Waiter:
-    """The delivery reports of one synchronous call (called from the poll thread)."""
+class DeliveryWaiter:
+    """The delivery reports of one synchronous call (called from the poll thread): the
+    ``(message, error)`` failures and how many were ``delivered``; ``done`` is set once every
+    message was reported."""
 
-    __slots__ = ("_lock", "done", "failures", "pending")
+    __slots__ = ("_lock", "delivered", "done", "failures", "pending")
 
     def __init__(self, pending: int) -> None:
         self.pending = pending
+        self.delivered = 0
         self.failures: list[tuple[Any, Any]] = []
         self.done = threading.Event()
         self._lock = threading.Lock()
@@ -260,9 +328,11 @@ class _Waiter:
             self.done.set()
 
     def __call__(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self.failures.append((msg, err))
         with self._lock:
+            if err is not None:
+                self.failures.append((msg, err))
+            else:
+                self.delivered += 1
             self.pending -= 1
             if self.pending <= 0:
                 self.done.set()
@@ -299,16 +369,19 @@ def deliver(settings: Settings, topic: str, messages: Sequence[Message],
     timeout = settings.producers.sync_timeout if timeout is None else timeout
     sp = shared_producer(settings, reports=True)
     _drain_async(settings, topic, timeout)
-    waiter = _Waiter(len(messages))
+    waiter = DeliveryWaiter(len(messages))
     refused = sp.produce_all(topic, messages, waiter)
     waiter.refused(len(refused))
     if not waiter.done.wait(timeout):
+        sp.note_deliveries(waiter.delivered, waiter.failures)
         last = sp.describe_last_error()
         raise PublishError(
             f"{waiter.pending} of {len(messages)} message(s) to {topic!r} were not "
             f"acknowledged within {timeout}s (kafka.bootstrap_servers {sp.bootstrap!r}"
             f"{last})", list(refused) + list(waiter.failures))
     failures: list[tuple[Any, Any]] = list(refused) + list(waiter.failures)
+    if waiter.failures:
+        sp.note_deliveries(waiter.delivered, waiter.failures)
     if failures:
         raise PublishError(
             f"{len(failures)} of {len(messages)} message(s) to {topic!r} were not "

@@ -80,6 +80,17 @@ class EmbeddedBroker:
             with contextlib.suppress(OSError):
                 os.unlink(self._log)
 
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash: connections cut, nothing flushed). ``start()`` brings
+        a new one up on the same port; with memory storage it has no topics and no data."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+        if self._log:
+            with contextlib.suppress(OSError):
+                os.unlink(self._log)
+
     def restart(self) -> None:
         """Stop and start on the same port (memory storage: topics and data are gone)."""
         self.stop()

@@ -16,7 +16,7 @@ row committed late with an earlier timestamp would otherwise be passed by).
 ``state_column IS NULL``), then set ``state_column`` to ``published_state`` (``failed_state``
 for rows that could not be published) and ``publish_timestamp_column`` to now.
 
-**Errors**: a batch that fails is retried ``retries`` times with backoff, then its rows are
+**Errors**: a batch that fails is sent ``retry.attempts`` times with backoff, then its rows are
 published one at a time; the rows that still fail are skipped, logged with their ids, counted
 (``db_poller.batches_errored``) and recorded in ``deimos_poll_info`` (``error``,
 ``batches_errored``), never silently. A row whose message the broker refuses as too large is
@@ -44,6 +44,7 @@ from deimos.config import Settings, get_settings
 from deimos.consumer import import_class
 from deimos.errors import DeimosError
 from deimos.health import Heartbeat
+from deimos.retry import Backoff
 from deimos.runner import Executor, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
 from deimos.telemetry import Telemetry
@@ -111,6 +112,7 @@ class DbPoller:
     def __init__(self, config: DbPollerSettings, settings: Settings | None = None, *,
                  telemetry: Telemetry | None = None) -> None:
         self.config = config
+        self._backoff = Backoff.from_settings(config.retry)
         self.settings = settings or get_settings()
         db: DbSettings = self.settings.section("db")
         self.engine = get_engine(db.url, db.engine_options)
@@ -329,14 +331,14 @@ class DbPoller:
                 if too_large and not cfg.skip_too_large_messages:
                     self._save(error=f"{type(exc).__name__}: {exc}"[:4000])
                     raise
-                if too_large or attempt >= cfg.retries or self._stop.is_set():
+                if too_large or attempt + 1 >= cfg.retry.attempts or self._stop.is_set():
                     log.warning("DB poller %s: batch failed (%r); publishing its rows one by "
                                 "one", self.name, exc)
                     break
                 attempt += 1
                 log.warning("DB poller %s: batch failed (attempt %d of %d): %r", self.name,
-                            attempt, cfg.retries + 1, exc)
-                self._stop.wait(cfg.retry_backoff * 2 ** (attempt - 1))
+                            attempt, cfg.retry.attempts, exc)
+                self._stop.wait(self._backoff.delay(attempt))
                 continue
             self._done(len(batch), status)
             return []

@@ -6,14 +6,20 @@ Each worker (a thread; run several, in as many processes as you like) repeats:
    (``topic#i/n``), each holding the keys whose ``key_hash % n == i``;
 2. claim the least recently processed topic (or shard) nobody holds: a conditional
    ``UPDATE kafka_topic_info SET locked_by = me`` that succeeds for exactly one worker.
-   Candidates are read ``FOR UPDATE SKIP LOCKED`` where the database has it, so workers do
-   not queue behind each other. A lock whose holder stopped renewing it for ``lock_timeout``
-   seconds is taken over (a killed worker's topic is not stuck); a heartbeat thread renews
-   the held lock every ``heartbeat_interval`` seconds, however long a batch takes;
+   On PostgreSQL, MySQL and MariaDB the worker first takes a lock that dies with its
+   connection (:class:`SessionLocks`: a session advisory lock, ``GET_LOCK``), so a killed
+   worker's topics are free again as soon as the database sees its connection close. On
+   SQLite (and against holders without one) candidates are read ``FOR UPDATE SKIP LOCKED``
+   where the database has it, and a lock whose holder stopped renewing it for
+   ``lock_timeout`` seconds is taken over; a heartbeat thread renews the held lock every
+   ``heartbeat_interval`` seconds, however long a batch takes;
 3. drain it in id order, ``batch_size`` rows at a time: send (compacted to the last message
    per key for ``compact_topics``), wait for the broker's acknowledgements, then delete
    exactly the rows whose delivery was acknowledged, and keep the ones behind a failed
-   message of the same key so that a key's messages are never reordered;
+   message of the same key so that a key's messages are never reordered (a message refused
+   at ``produce()`` holds its key's later rows back unsent); the Kafka producer is core's
+   shared reporting producer (:mod:`deimos.kafka.producers`), replaced after a fatal error
+   or when every delivery times out while the broker answers;
 4. on failure, record the error and retry count on the topic, back off exponentially and go
    on with the other topics. A message the broker can never take (too large) moves to
    ``kafka_dead_letters`` with the error (or, with ``dead_letter = false``, stays and blocks
@@ -27,8 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import logging
-import random
 import threading
 import time
 import uuid
@@ -38,14 +44,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka import Producer as KafkaProducer
 
-from deimos.backends.kafka import producer_config
 from deimos.config import Settings, get_settings
 from deimos.errors import PublishError
 from deimos.health import Heartbeat
-from deimos.kafka.connection import instrument
-from deimos.partitioner import murmur2_partition
+from deimos.kafka.producers import DeliveryWaiter, SharedProducer, shared_producer
+from deimos.message import Message
+from deimos.retry import Backoff
 from deimos.runner import Executor, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
 from deimos.telemetry import Telemetry
@@ -123,69 +128,6 @@ def kafka_settings(settings: Settings, ps: DbProducerSettings) -> Settings:
     return settings.model_copy(update={"producers": producers})
 
 
-class KafkaSender:
-    """The librdkafka producer the workers of a process share (one per configuration).
-
-    Unlike core's shared producer it is replaced after a fatal error: an idempotent producer
-    turns fatal when, say, a restarted broker lost its producer state, and a DB producer must
-    carry on with a new one rather than fail every batch until it is restarted.
-    """
-
-    _lock = threading.Lock()
-    _senders: dict[str, KafkaSender] = {}
-
-    def __init__(self, conf: dict[str, Any]) -> None:
-        # deimos's logger, error and statistics callbacks: connection failures logged once,
-        # the broker's reachability known to the health endpoint
-        self.conf = instrument(conf)
-        self.producer = KafkaProducer(self.conf)
-        self._partitions: dict[str, tuple[int, float]] = {}
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> KafkaSender:
-        conf = producer_config(settings)
-        # a report per message: with errors-only reports librdkafka's flush() notices the
-        # batch is done only at its 100 ms wake-ups, which would cap a worker's throughput
-        conf["delivery.report.only.error"] = False
-        key = repr(sorted(conf.items()))
-        with cls._lock:
-            sender = cls._senders.get(key)
-            if sender is None:
-                sender = cls._senders[key] = KafkaSender(conf)
-            return sender
-
-    def partition_count(self, topic: str) -> int:
-        cached = self._partitions.get(topic)
-        now = time.monotonic()
-        if cached and now - cached[1] < 60:
-            return cached[0]
-        md = self.producer.list_topics(topic, timeout=10).topics.get(topic)
-        if md is None or md.error is not None or not md.partitions:
-            raise PublishError(f"cannot read the partitions of topic {topic!r}: "
-                               f"{md.error if md is not None else 'unknown topic'}")
-        self._partitions[topic] = (len(md.partitions), now)
-        return len(md.partitions)
-
-    def replace(self, broken: Any) -> None:
-        """Swap in a new producer after a fatal error (once, however many workers saw it)."""
-        with self._lock:
-            if self.producer is not broken:
-                return
-            log.warning("the DB producer's Kafka producer hit a fatal error; making a new one")
-            self.producer = KafkaProducer(self.conf)
-            self._partitions.clear()
-        with contextlib.suppress(Exception):  # the old producer is dead anyway
-            broken.flush(0)
-
-    @classmethod
-    def close_all(cls) -> None:
-        with cls._lock:
-            senders = list(cls._senders.values())
-            cls._senders.clear()
-        for sender in senders:
-            sender.producer.flush(5)
-
-
 class BatchResult:
     """What happened to one batch: rows to delete, rows to dead-letter, the first error."""
 
@@ -218,6 +160,10 @@ class DbProducer:
         self._kafka_settings = kafka_settings(self.settings, self.ps)
         self._stop = threading.Event()
         self._skip_locked = supports_skip_locked(self.engine)
+        #: PostgreSQL, MySQL and MariaDB: topic locks that die with this worker's connection
+        self._locks = SessionLocks(self.engine) if supports_session_locks(self.engine) else None
+        if self._locks is not None and not self.id.endswith(SESSION_MARK):
+            self.id += SESSION_MARK
         self._known: set[str] = set()
         self._held: str | None = None
         self._held_lock = threading.Lock()
@@ -226,6 +172,9 @@ class DbProducer:
         #: the loop's last completed pass or batch (liveness), failed passes in a row
         self.beat = Heartbeat()
         self.failures = 0
+        #: when this worker last had a delivery acknowledged (``time.monotonic()``)
+        self._acked_at = time.monotonic()
+        self._backoff = retry_backoff(self.ps)
 
     def __repr__(self) -> str:
         return f"DbProducer({self.id})"
@@ -254,16 +203,15 @@ class DbProducer:
                     log.exception("DB producer %s: pass failed; retrying", self.id)
                     done = 0
                     # a dropped connection, a database restart: back off, the pool reconnects
-                    self._stop.wait(min(self.ps.max_retry_backoff,
-                                        self.ps.retry_backoff * 2 ** min(self.failures, 10)))
+                    self._stop.wait(self._backoff.delay(self.failures))
                 self.beat.beat()
                 if not done and not self._stop.is_set():
-                    # serve the Kafka client's callbacks while idle (broker reachability)
-                    KafkaSender.for_settings(self._kafka_settings).producer.poll(0)
                     self.waker.wait(self.ps.poll_interval, generation)
         finally:
             self._stop.set()
             self._heartbeat.join(5)
+            if self._locks is not None:
+                self._locks.close()
             log.info("DB producer %s stopped", self.id)
 
     def stop(self) -> None:
@@ -318,10 +266,12 @@ class DbProducer:
 
     def _claimable(self, now: _dt.datetime) -> Any:
         expired = now - _dt.timedelta(seconds=self.ps.lock_timeout)
-        return sa.and_(
-            sa.or_(_T.locked_by.is_(None), _T.locked_by == self.id, _T.locked_at < expired),
-            sa.or_(_T.retry_at.is_(None), _T.retry_at <= now),
-        )
+        free = [_T.locked_by.is_(None), _T.locked_by == self.id, _T.locked_at < expired]
+        if self._locks is not None:
+            # held by a worker whose session lock we can take: that worker's connection is
+            # gone (it died), whatever its lease says
+            free.append(_T.locked_by.like(f"%{SESSION_MARK}"))
+        return sa.and_(sa.or_(*free), sa.or_(_T.retry_at.is_(None), _T.retry_at <= now))
 
     def _claim(self, names: Sequence[str]) -> str | None:
         """Lock the least recently processed free unit among ``names``; its name or None."""
@@ -331,6 +281,8 @@ class DbProducer:
         query = (sa.select(_T.topic)
                  .where(_T.topic.in_(names), self._claimable(now))
                  .order_by(sa.func.coalesce(_T.last_processed_at, _EPOCH), _T.id))
+        if self._locks is not None:
+            return self._claim_with_session_lock(query, now)
         if self._skip_locked:
             # read and lock one free candidate without waiting on rows other workers hold
             with self.engine.begin() as conn:
@@ -348,6 +300,27 @@ class DbProducer:
                     return str(name)
         return None
 
+    def _claim_with_session_lock(self, query: Any, now: _dt.datetime) -> str | None:
+        """Take the session lock of a candidate, then its lease row; free ones first."""
+        assert self._locks is not None
+        query = query.order_by(None).order_by(
+            sa.case((_T.locked_by.is_(None), 0), else_=1),
+            sa.func.coalesce(_T.last_processed_at, _EPOCH), _T.id)
+        with self.engine.connect() as conn:
+            candidates = [r[0] for r in conn.execute(query.limit(16))]
+        for name in candidates:
+            if not self._locks.acquire(name):
+                continue  # a live worker holds it
+            try:
+                with self.engine.begin() as conn:
+                    if self._lock(conn, name, now):
+                        return str(name)
+            except BaseException:
+                self._locks.release(name)
+                raise
+            self._locks.release(name)
+        return None
+
     def _lock(self, conn: sa.Connection, name: str, now: _dt.datetime) -> bool:
         result = conn.execute(
             kafka_topic_info.update()
@@ -363,34 +336,45 @@ class DbProducer:
     def _release(self, name: str) -> None:
         with self._held_lock:
             self._held = None
-        with self.engine.begin() as conn:
-            conn.execute(
-                kafka_topic_info.update()
-                .where(_T.topic == name, _T.locked_by == self.id)
-                .values(locked_by=None, locked_at=None, error=None, retries=0, retry_at=None,
-                        last_processed_at=utcnow()))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    kafka_topic_info.update()
+                    .where(_T.topic == name, _T.locked_by == self.id)
+                    .values(locked_by=None, locked_at=None, error=None, retries=0,
+                            retry_at=None, last_processed_at=utcnow()))
+        finally:
+            if self._locks is not None:
+                self._locks.release(name)
 
     def _register_error(self, name: str, error: BaseException) -> None:
         """Record the error and back off: this topic waits, the others keep flowing."""
         with self._held_lock:
             self._held = None
         text = f"{type(error).__name__}: {error}"[:4000]
+        try:
+            retries, delay = self._record_error(name, text)
+        finally:
+            if self._locks is not None:
+                self._locks.release(name)
+        log.error("DB producer %s: topic %s failed (retry %d in %.1fs): %s", self.id, name,
+                  retries, delay, text)
+        self.telemetry.increment("db_producer.error", 1, {"topic": topic_of(name)})
+
+    def _record_error(self, name: str, text: str) -> tuple[int, float]:
         with self.engine.begin() as conn:
             conn.execute(kafka_topic_info.update()
                          .where(_T.topic == name, _T.locked_by == self.id)
                          .values(retries=_T.retries + 1, error=text))
             retries = conn.execute(
                 sa.select(_T.retries).where(_T.topic == name)).scalar() or 1
-            delay = min(self.ps.max_retry_backoff,
-                        self.ps.retry_backoff * 2 ** min(retries - 1, 20))
-            delay *= 0.8 + 0.4 * random.random()  # workers of many topics do not retry in step
+            # jittered so workers of many topics do not retry in step; capped after it
+            delay = self._backoff.delay(retries)
             conn.execute(kafka_topic_info.update()
                          .where(_T.topic == name, _T.locked_by == self.id)
                          .values(locked_by=None, locked_at=None,
                                  retry_at=utcnow() + _dt.timedelta(seconds=delay)))
-        log.error("DB producer %s: topic %s failed (retry %d in %.1fs): %s", self.id, name,
-                  retries, delay, text)
-        self.telemetry.increment("db_producer.error", 1, {"topic": topic_of(name)})
+        return retries, delay
 
     def _heartbeat_loop(self) -> None:
         """Renew the held lock so a long batch (a slow broker) never lets it expire."""
@@ -479,72 +463,68 @@ class DbProducer:
             log.error("DB producer %s: %d message(s) of %s moved to kafka_dead_letters: %s",
                       self.id, len(result.dead), topic, result.dead[0][1])
 
+    def _blocks(self, exc: KafkaException) -> bool:
+        """Whether a message refused at ``produce()`` holds its key's later messages back:
+        always, unless it is one the broker can never take and goes to the dead letters."""
+        return not (self.ps.dead_letter and _code(exc.args[0] if exc.args else exc)
+                    in FATAL_CODES)
+
     def send(self, topic: str, rows: Sequence[Any]) -> BatchResult:
-        """Send ``rows`` (id order) and sort them into delivered / dead / to retry."""
+        """Send ``rows`` (id order) and sort them into delivered / dead / to retry.
+
+        A row refused at ``produce()`` (larger than ``message.max.bytes``, say) holds its
+        key back: the later rows of that key are not sent in this batch (they stay, and go
+        after it). A row whose delivery failed keeps the later rows of its key that failed
+        too (librdkafka fails a partition's queue in order); a later row that *was*
+        delivered is deleted all the same, never sent twice."""
         result = BatchResult()
         to_send = compact(rows) if self.ps.compacts(topic) else list(rows)
-        sp = KafkaSender.for_settings(self._kafka_settings)
-        producer = sp.producer
-        produce = producer.produce
+        sp = shared_producer(self._kafka_settings, reports=True)
+        messages = [Message(topic, None, None, decode_headers(h) if h else None, pk, key, value)
+                    for _id, key, value, pk, h in to_send]
+        index = {id(m): i for i, m in enumerate(messages)}
+        waiter = DeliveryWaiter(len(messages))
+        refused = sp.produce_all(topic, messages, waiter, self._blocks)
+        waiter.refused(len(refused))
         failed: dict[int, Any] = {}
-        # One callback for the whole batch (a closure per message cost more than the send):
-        # a failure names its message by content, mapped back to rows after the flush.
-        undelivered: list[tuple[Any, Any, KafkaError]] = []
-
-        def on_delivery(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                undelivered.append((msg.key(), msg.value(), err))
-
-        count: int | None = None
-        for i, (_id, key, message, partition_key, raw_headers) in enumerate(to_send):
-            partition = -1
-            if partition_key is not None:
-                if count is None:
-                    count = sp.partition_count(topic)
-                partition = murmur2_partition(partition_key, count)
-            while True:
-                try:
-                    if raw_headers:
-                        produce(topic, message, key, partition, on_delivery,
-                                headers=decode_headers(raw_headers))  # type: ignore[arg-type]
-                    else:
-                        produce(topic, message, key, partition, on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-                except KafkaException as exc:  # refused locally, e.g. larger than allowed
-                    failed[i] = exc.args[0] if exc.args else exc
-                    break
-        remaining = producer.flush(self.ps.delivery_timeout + 5)
-        if undelivered:
+        held: set[int] = set()
+        for m, exc in refused:
+            if exc is None:
+                held.add(index[id(m)])
+            else:
+                failed[index[id(m)]] = exc.args[0] if exc.args else exc
+        if not self._await(sp, waiter, topic):
+            result.error = PublishError(
+                f"{waiter.pending} message(s) to {topic!r} were not acknowledged within "
+                f"{self.ps.delivery_timeout}s")
+            return result  # not known to be delivered: keep every row
+        if waiter.delivered:
+            self._acked_at = time.monotonic()
+        if waiter.failures:
             # Every row with a failed message's key and bytes counts as failed: identical
             # messages cannot be told apart, and sending one again is at-least-once as usual.
-            by_content = {(k, v): err for k, v, err in undelivered}
+            by_content = {(m.key(), m.value()): err for m, err in waiter.failures}
             for i, r in enumerate(to_send):
-                err = by_content.get((r.key, r.message))
-                if err is not None:
-                    failed.setdefault(i, err)
-        if any(_code(e) == KafkaError._FATAL for e in failed.values()):
-            sp.replace(producer)
-        if remaining:
-            result.error = PublishError(
-                f"{remaining} message(s) to {topic!r} were not acknowledged within "
-                f"{self.ps.delivery_timeout}s")
-            return result  # nothing is known to be delivered: keep every row
-        if not failed:  # the usual case: every row goes (compacted-away ones with their key)
+                if i not in failed and i not in held:
+                    err = by_content.get((r.key, r.message))
+                    if err is not None:
+                        failed[i] = err
+            # every delivery timed out while the broker answers: the next batch gets a new
+            # producer (an idempotent one a restarted broker does not know stays stuck)
+            sp.note_deliveries(waiter.delivered, waiter.failures)
+        if not failed and not held:  # the usual case: every row goes (compacted-away too)
             result.delete_ids = [r.id for r in rows]
             result.sent = len(to_send)
             return result
-        # Sort rows out in id order. A row behind a failed row of the same key stays (it
-        # goes again after its predecessor), so a key's messages are never reordered.
+        # Sort rows out in id order: a row behind a failed or held row of its key stays.
         blocked: set[bytes] = set()
         survivor_done: dict[bytes, bool] = {}
+        overtaken = 0
         for i, r in enumerate(to_send):
             k = r.partition_key if r.partition_key is not None else r.key
             err = failed.get(i)
             if err is not None:
-                fatal = _code(err) in FATAL_CODES
-                if fatal and self.ps.dead_letter:
+                if self.ps.dead_letter and _code(err) in FATAL_CODES:
                     result.dead.append((r, f"{_describe(err)}"))
                     ok = True
                 else:
@@ -554,14 +534,19 @@ class DbProducer:
                     if k is not None:
                         blocked.add(k)
                     ok = False
-            elif k is not None and k in blocked:
+            elif i in held:
                 ok = False
-            else:
+            else:  # delivered: deleted even behind a failure (resending would duplicate it)
                 result.delete_ids.append(r.id)
                 result.sent += 1
                 ok = True
+                overtaken += k is not None and k in blocked
             if k is not None:
                 survivor_done[k] = ok
+        if overtaken:
+            log.warning("DB producer %s: %d message(s) to %s were delivered although an "
+                        "earlier message of their key failed; that key's order is broken",
+                        self.id, overtaken, topic)
         if len(to_send) != len(rows):  # compacted-away rows go with their key's survivor
             sent_ids = {r.id for r in to_send}
             for r in rows:
@@ -570,6 +555,47 @@ class DbProducer:
                     if survivor_done.get(k, False):
                         result.delete_ids.append(r.id)
         return result
+
+    def _await(self, sp: SharedProducer, waiter: DeliveryWaiter, topic: str) -> bool:
+        """Wait for every delivery report of a batch; False when some did not come in time.
+
+        While it waits, an error librdkafka reported since this worker's last acknowledged
+        batch (the broker went away, say) is made visible within a second: a log line, the
+        ``db_producer.broker_error`` metric and ``kafka_topic_info.error``."""
+        deadline = time.monotonic() + self.ps.delivery_timeout + 5
+        reported = False
+        while not waiter.done.wait(1.0):
+            if not reported and sp.last_error is not None and sp.last_error_at > self._acked_at:
+                reported = True
+                self._report_waiting(topic, sp.last_error)
+            if time.monotonic() >= deadline:
+                return waiter.done.is_set()
+        return True
+
+    def _report_waiting(self, topic: str, error: KafkaError) -> None:
+        with self._held_lock:
+            name = self._held
+        text = f"waiting for Kafka's acknowledgements: {_describe(error)}"[:4000]
+        log.error("DB producer %s: %s: no acknowledgement yet; librdkafka reports: %s",
+                  self.id, name or topic, _describe(error))
+        self.telemetry.increment("db_producer.broker_error", 1, {"topic": topic})
+        if name is None:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(kafka_topic_info.update()
+                             .where(_T.topic == name, _T.locked_by == self.id)
+                             .values(error=text))
+        except Exception:
+            log.warning("DB producer %s: could not record the error of %s", self.id, name,
+                        exc_info=True)
+
+
+def retry_backoff(ps: DbProducerSettings) -> Backoff:
+    """A failed topic's wait: ``retry_backoff`` doubling per retry, ±20 % jitter, never
+    longer than ``max_retry_backoff``."""
+    return Backoff(backoff=ps.retry_backoff, max_backoff=ps.max_retry_backoff,
+                   multiplier=2.0, jitter=0.2)
 
 
 def compact(rows: Sequence[Any]) -> list[Any]:
@@ -589,6 +615,85 @@ def _describe(err: Any) -> str:
     if isinstance(err, KafkaError):
         return f"{err.name()}: {err.str()}"
     return str(err)
+
+
+#: ends the worker id of a worker that holds its topics with session locks: such a lease is
+#: taken over as soon as its session lock is free, without waiting for ``lock_timeout``
+SESSION_MARK = "@session"
+
+#: the first key of deimos-db's PostgreSQL advisory locks (two-int form: 'dmdb')
+_PG_LOCK_CLASS = 0x646D6462
+
+
+def supports_session_locks(engine: sa.Engine) -> bool:
+    """PostgreSQL (advisory locks), MySQL and MariaDB (``GET_LOCK``)."""
+    return engine.dialect.name in ("postgresql", "mysql", "mariadb")
+
+
+class SessionLocks:
+    """Topic locks that die with their connection, held on one dedicated autocommit
+    connection per worker: PostgreSQL session advisory locks (``pg_try_advisory_lock``) and
+    MySQL/MariaDB named locks (``GET_LOCK``). When the worker dies (even SIGKILLed) the
+    database closes its connection and frees its locks at once, so another worker takes its
+    topics over in a poll interval rather than after ``lock_timeout``. The lease columns of
+    ``kafka_topic_info`` are still written (who holds what, and the fallback for SQLite)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._conn: sa.Connection | None = None
+        self._mutex = threading.Lock()
+
+    def _connection(self) -> sa.Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._conn
+
+    def _args(self, name: str) -> dict[str, Any]:
+        if self.postgres:
+            digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
+            return {"c": _PG_LOCK_CLASS, "k": int.from_bytes(digest, "big", signed=True)}
+        # named locks are per server: the database is part of the name (64 characters max)
+        scope = f"{self.engine.url.database}/{name}".encode()
+        return {"n": f"deimos_db:{hashlib.blake2b(scope, digest_size=16).hexdigest()}"}
+
+    def acquire(self, name: str) -> bool:
+        """Take ``name``'s lock without waiting; False when another connection holds it."""
+        sql = ("SELECT pg_try_advisory_lock(:c, :k)" if self.postgres
+               else "SELECT GET_LOCK(:n, 0)")
+        with self._mutex:
+            try:
+                got = self._connection().execute(sa.text(sql), self._args(name)).scalar()
+            except Exception:
+                self._drop()
+                raise
+        return bool(got)
+
+    def release(self, name: str) -> None:
+        sql = ("SELECT pg_advisory_unlock(:c, :k)" if self.postgres
+               else "SELECT RELEASE_LOCK(:n)")
+        with self._mutex:
+            if self._conn is None:
+                return  # the connection went, and its locks with it
+            try:
+                self._conn.execute(sa.text(sql), self._args(name))
+            except Exception:
+                log.warning("could not release the session lock of %s; dropping its "
+                            "connection (which frees it)", name, exc_info=True)
+                self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+                conn.close()
+
+    def close(self) -> None:
+        """Close the connection for good (not back to the pool, where a lock still held
+        would outlive the worker), freeing every lock it held."""
+        with self._mutex:
+            self._drop()
 
 
 def supports_skip_locked(engine: sa.Engine) -> bool:
