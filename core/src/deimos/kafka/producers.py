@@ -300,11 +300,15 @@ def flush_all(timeout: float) -> int:
                for sp in producers)
 
 
-def close_all(timeout: float) -> int:
+def close_all(timeout: float | None = None) -> int:
+    """Flush and close every shared producer within ``timeout`` seconds in all (default: the
+    last ``producers.flush_timeout``); the messages still undelivered."""
+    timeout = _exit_flush_timeout if timeout is None else timeout
     with _pool_lock:
         producers = list(_pool.values())
         _pool.clear()
-    return sum(sp.close(timeout) for sp in producers)
+    deadline = time.monotonic() + timeout
+    return sum(sp.close(max(0.0, deadline - time.monotonic())) for sp in producers)
 
 
 class DeliveryWaiter:
