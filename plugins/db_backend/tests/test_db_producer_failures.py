@@ -57,20 +57,32 @@ def _assert_all_delivered_in_key_order(messages: list[Any], n: int, keys: int) -
         assert firsts == sorted(firsts), f"{key!r} reordered"
 
 
+def _configure(broker: EmbeddedBroker, db: sa.Engine, **producer: Any) -> None:
+    """deimos on ``broker`` and ``db``, fast DB producer timings, mock metrics."""
+    deimos.configure(kafka={"bootstrap_servers": broker.bootstrap_servers},
+                     producers={"backend": "db"}, metrics={"providers": ["mock"]},
+                     db={"url": db.url.render_as_string(hide_password=False),
+                         "producer": {**FAST, **producer}})
+
+
+def _worker_that_delivered(broker: EmbeddedBroker, db: sa.Engine, n: int,
+                           **producer: Any) -> DbProducer:
+    """A DB producer worker that has delivered ``n`` rows to a new topic on ``broker``."""
+    Events.topic = create_topic(broker.bootstrap_servers)
+    _configure(broker, db, **producer)
+    _publish(db, n, 3)
+    worker = DbProducer()
+    assert worker.process_next() == n
+    return worker
+
+
 def test_rows_stay_while_the_broker_is_down_and_are_all_delivered_after_it_restarts(
         db: sa.Engine, tmp_path: Path) -> None:
     broker = EmbeddedBroker().start()
     try:
-        topic = create_topic(broker.bootstrap_servers)
-        deimos.configure(kafka={"bootstrap_servers": broker.bootstrap_servers},
-                         producers={"backend": "db"},
-                         db={"url": db.url.render_as_string(hide_password=False),
-                             "producer": {**FAST, "delivery_timeout": 1.5,
-                                          "retry": {"backoff": 0.1, "max_backoff": 0.1}}})
-        Events.topic = topic
-        _publish(db, 20, 3)
-        worker = DbProducer()
-        assert worker.process_next() == 20
+        worker = _worker_that_delivered(broker, db, 20, delivery_timeout=1.5,
+                                        retry={"backoff": 0.1, "max_backoff": 0.1})
+        topic = Events.topic
         broker.stop()
         _publish(db, 30, 3, start=20)
         assert worker.process_next() == 0  # the batch timed out: every row kept
@@ -179,17 +191,9 @@ def test_a_batch_waiting_on_a_dead_broker_says_so_within_seconds(
     batch still waits (before its delivery_timeout could fail it)."""
     broker = EmbeddedBroker().start()
     try:
-        topic = create_topic(broker.bootstrap_servers)
         delivery_timeout = 4.0
-        deimos.configure(kafka={"bootstrap_servers": broker.bootstrap_servers},
-                         producers={"backend": "db"}, metrics={"providers": ["mock"]},
-                         db={"url": db.url.render_as_string(hide_password=False),
-                             "producer": {**FAST, "delivery_timeout": delivery_timeout}})
+        worker = _worker_that_delivered(broker, db, 10, delivery_timeout=delivery_timeout)
         mock_metrics().clear()
-        Events.topic = topic
-        _publish(db, 10, 3)
-        worker = DbProducer()
-        assert worker.process_next() == 10
         broker.kill()
         _publish(db, 10, 3, start=10)
         waiting = threading.Thread(target=worker.process_next)

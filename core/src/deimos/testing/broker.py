@@ -67,11 +67,13 @@ class EmbeddedBroker:
         wait_for_broker(self.bootstrap_servers, timeout, self.process)
         return self
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """Stop the broker: SIGTERM (SIGKILL after 10 s), or at once with ``kill``."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            if not kill:
+                self.process.terminate()
             try:
-                self.process.wait(10)
+                self.process.wait(0 if kill else 10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
@@ -83,13 +85,7 @@ class EmbeddedBroker:
     def kill(self) -> None:
         """SIGKILL the broker (a crash: connections cut, nothing flushed). ``start()`` brings
         a new one up on the same port; with memory storage it has no topics and no data."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
-        if self._log:
-            with contextlib.suppress(OSError):
-                os.unlink(self._log)
+        self.stop(kill=True)
 
     def restart(self) -> None:
         """Stop and start on the same port (memory storage: topics and data are gone)."""
