@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from itertools import repeat
+from operator import is_not
 from typing import Any
 
 from confluent_kafka import Consumer as KafkaConsumer
@@ -158,7 +160,9 @@ class ConsumerLoop:
     def handle(self, consumer: KafkaConsumer, msgs: list[Any]) -> None:
         """Process one polled batch: group by topic-partition, handle, store offsets."""
         errs = list(map(_error, msgs))
-        if errs.count(None) != len(errs):
+        # not errs.count(None): KafkaError == None raises TypeError (a consumer subscribed to
+        # a topic that does not exist yet crashed on its first error event)
+        if any(map(is_not, errs, repeat(None))):
             for err in errs:
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.error("consumer %s: %s", self.settings.name, err)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from deimos.kafka.config import producer_config
 from deimos.kafka.connection import connection
+from deimos.kafka.producers import shared_producer
 
 if TYPE_CHECKING:
     from .poller import DbPoller
@@ -57,6 +58,9 @@ def producer_health(worker: DbProducer) -> dict[str, Any]:
     live = age < bound
     with worker._held_lock:
         held = worker._held
+    # the workers' shared producer (made here when no batch needed it yet): its poll thread
+    # serves the statistics that say whether the brokers are reachable
+    shared_producer(worker._kafka_settings, reports=True)
     conn = connection(str(producer_config(worker._kafka_settings)["bootstrap.servers"]))
     db_error = database_error(worker.engine)
     if db_error is not None or worker.failures:
