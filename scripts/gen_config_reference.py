@@ -41,6 +41,13 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("tracing", c.TracingSettings, "Tracing providers; every enabled provider gets every span "
                                    "(fan-out)."),
     ("runner", c.RunnerSettings, "`deimos run`: the process that runs consumers and pollers."),
+    ("health", c.HealthSettings, "Health endpoints and metrics pages over HTTP (see "
+                                 "[Running in production](production.md))."),
+    ("topics", c.TopicsSettings, "Declared topics for `deimos topics plan|apply` (see "
+                                 "[Topics](topics.md))."),
+    ("topics.defaults", c.TopicSpecSettings,
+     "How a declared topic is created and kept; `topics.overrides.NAME` takes the same keys "
+     "(env `DEIMOS_TOPICS__OVERRIDES__NAME__PARTITIONS`, ...)."),
 ]
 
 #: descriptions of fields that have none in the model
@@ -100,6 +107,7 @@ DESCRIPTIONS: dict[str, str] = {
     "MetricsSettings.providers": "entry-point names of the enabled providers "
                                  "(`\"log,mock\"` is accepted)",
     "TracingSettings.providers": "entry-point names of the enabled providers",
+    "DbSettings.producer": "see `db.producer` below",
 }
 
 
@@ -169,15 +177,63 @@ def rows(model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def _nested(path: str, model: type[BaseModel]) -> list[tuple[str, type[BaseModel], str]]:
+    """A section and the tables inside it (``db.producer``, ``db.pollers[]``, ...)."""
+    text = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    out = [(path, model, text)]
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        suffix = ""
+        if typing.get_origin(annotation) is list:
+            annotation, suffix = typing.get_args(annotation)[0], "[]"
+        if (isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                and annotation is not c.KeyConfig):
+            out += _nested(f"{path}.{key_of(name, field)}{suffix}", annotation)
+    return out
+
+
+def plugin_sections() -> list[tuple[str, type[BaseModel], str]]:
+    """The sections the plugins of this workspace add (``deimos_settings_sections``), each
+    under a heading saying which plugin it belongs to."""
+    out: list[tuple[str, type[BaseModel], str]] = []
+    for name, model in sorted(c._plugin_sections().items()):
+        if name in ("template", "jsonl"):  # the plugin template's and an example plugin's
+            continue
+        module = model.__module__.split(".")[0]
+        rows_ = _nested(name, model)
+        first = rows_[0]
+        rows_[0] = (first[0], first[1],
+                    f"{first[2]} (plugin `{module.replace('_', '-', 1)}`)".strip())
+        out += rows_
+    return out
+
+
 def generate() -> str:
     parts = []
-    for path, model, text in SECTIONS:
+    # top-level values (not sections): each a heading of its own
+    for name, field in c.Settings.model_fields.items():
+        annotation = field.annotation
+        if any(isinstance(a, type) and issubclass(a, BaseModel)
+               for a in [annotation, *typing.get_args(annotation)]):
+            continue
+        if typing.get_origin(annotation) is list:
+            continue
+        key = key_of(name, field)
+        parts.append(f"### `{key}`\n")
+        parts.append("| key | type | default | description |")
+        parts.append("|---|---|---|---|")
+        parts.append(f"| `{key}` | {type_name(annotation)} | {default_text(field)} | "
+                     f"{field.description}; env `DEIMOS_{key.upper()}` |")
+        parts.append("")
+    for path, model, text in [*SECTIONS, *plugin_sections()]:
+        text = text.replace("``", "`")  # docstrings are reStructuredText
         parts.append(f"### `{path}`\n\n{text}\n")
         parts.append("| key | type | default | description |")
         parts.append("|---|---|---|---|")
         for key, typ, default, description in rows(model):
             env = "DEIMOS_" + "__".join(
                 p.replace("[]", "__0").upper() for p in [*path.split("."), key])
+            description = description.replace("``", "`")
             parts.append(f"| `{key}` | {typ} | {default} | {description}; "
                          f"env `{env}` |")
         parts.append("")

@@ -10,10 +10,10 @@ import pytest
 import deimos
 from deimos.config import ConsumerSettings
 from deimos.consumer import BatchConsumer, Consumer, resolve_settings
-from deimos.errors import ConfigError
+from deimos.errors import ConfigError, TransientError
 from deimos.kafka import consumer_config
 from deimos.retry import Backoff
-from deimos.testing import consume_message, test_mode
+from deimos.testing import consume_message, sent_messages, test_mode
 
 pytestmark = pytest.mark.usefixtures("isolated_deimos")
 
@@ -63,6 +63,21 @@ def test_on_error_raise_gives_up_after_the_attempts() -> None:
         consume_message(_Flaky, "o-1", on_error="raise", retry={"attempts": 2})
     assert _Flaky.failures_left == 3  # two attempts made, then the consumer stops
     assert _Flaky.handled == []
+
+
+class _ServiceDown(_Flaky):
+    def consume(self, payload: Any, metadata: Any) -> None:
+        raise TransientError("the inventory service is down")
+
+
+def test_a_handler_raising_a_transient_error_is_waited_on_never_dead_lettered() -> None:
+    # the broker loop pauses the partition and retries without counting an attempt; the
+    # test helpers do not wait, so the error comes out instead of a dead letter
+    deimos.configure()
+    with test_mode(), pytest.raises(TransientError, match="inventory service"):
+        consume_message(_ServiceDown, "o-1", on_error="dead_letter",
+                        dead_letter_topic="orders.dlq", retry={"attempts": 1})
+    assert sent_messages() == []
 
 
 def test_backoff_grows_and_its_jitter_never_passes_the_cap() -> None:

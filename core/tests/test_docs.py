@@ -5,6 +5,7 @@ and the site builds with ``mkdocs build --strict``."""
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import shutil
 import subprocess
@@ -70,6 +71,12 @@ def test_no_documented_hook_is_gone() -> None:
     assert set(_documented_signatures()) <= set(_hookspecs())
 
 
+def test_cli_reference_is_current() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_cli_reference.py"),
+                             "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
 def test_configuration_reference_is_current() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_config_reference.py"),
                              "--check"], capture_output=True, text=True, cwd=ROOT)
@@ -133,6 +140,10 @@ def test_nav_lists_only_pages_that_exist() -> None:
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or "mkdocs"
     result = subprocess.run([mkdocs, "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "plugins" / "hooks" / "index.html").is_file()
+    # the Material theme: code blocks get copy buttons, the site has search
+    assert "content.code.copy" in (tmp_path / "site" / "index.html").read_text()
+    assert (tmp_path / "site" / "search" / "search_index.json").is_file()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -15,15 +17,84 @@ import deimos
 from deimos import config as _config
 from deimos.errors import DeimosError
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: the settings file read when neither --config nor DEIMOS_CONFIG names one
+DEFAULT_CONFIG_FILE = "deimos.toml"
+
 
 @click.group()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              envvar="DEIMOS_CONFIG", help="settings file (.toml/.yaml); env DEIMOS_CONFIG")
+              envvar="DEIMOS_CONFIG", help="settings file (.toml/.yaml); env DEIMOS_CONFIG; "
+              "default ./deimos.toml when it exists")
+@click.option("--app", "app", default=None, metavar="MODULE:FUNCTION",
+              help="application start-up code, called once before anything runs (setting "
+              "app; env DEIMOS_APP)")
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None) -> None:
+def cli(ctx: click.Context, config_file: str | None, app: str | None) -> None:
     """deimos: Kafka producers and consumers with schemas, outbox, metrics and tracing."""
     ctx.ensure_object(dict)
+    if config_file is None and os.path.isfile(DEFAULT_CONFIG_FILE):
+        config_file = DEFAULT_CONFIG_FILE
     ctx.obj["config_file"] = config_file
+    ctx.obj["app"] = app
+
+
+#: ``--health-port`` of every command that runs runnables (run, db-producer, db-poller)
+health_port_option = click.option(
+    "--health-port", type=int, default=None, metavar="PORT",
+    help="serve /livez, /readyz, /health (and /metrics of a metrics provider) on PORT "
+         "(setting health.port)")
+
+_app_started: set[str] = set()
+
+
+def start_app(ctx: click.Context) -> None:
+    """Before any runnable starts (``deimos run``, ``db-producer``, ``db-poller``): put the
+    current directory on ``sys.path`` (as uvicorn, Celery and FastStream do, so the project's
+    own modules import), then import and call the application hook (``--app`` or the ``app``
+    setting) once per process."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    spec = (ctx.find_root().obj or {}).get("app") or _config.get_settings().app
+    if not spec or spec in _app_started:
+        return
+    from deimos.errors import ConfigError
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError([("app", f"{spec!r} is not 'module:function'")])
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError([("app", f"cannot import {module_name!r} of {spec!r}: {exc} "
+                                   f"(sys.path starts with {sys.path[:3]})")]) from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError([("app", f"{module_name!r} has no function {attr!r}")])
+    _app_started.add(spec)
+    fn()
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def log_level_option(default: str) -> Callable[[F], F]:
+    """``--log-level`` as every deimos command takes it (plugins' commands too)."""
+    return click.option("--log-level", default=default, show_default=True,
+                        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                        help="level of the log written to stderr")
+
+
+def setup_logging(level: str) -> None:
+    """The log format of every long-running deimos command."""
+    import logging
+
+    logging.basicConfig(level=getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def load_settings(ctx: click.Context, *, dev_registry: bool = False
@@ -87,7 +158,8 @@ def config_group() -> None:
 
 
 @config_group.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="print JSON: the settings and each value's source")
 @click.pass_context
 def config_show(ctx: click.Context, as_json: bool) -> None:
     """Print the effective settings (secrets masked) and where each value came from."""

@@ -8,33 +8,35 @@ import sys
 
 import click
 
-from deimos import commands_tools  # noqa: F401  (tail, lag, schemas)
-from deimos.cli import cli, load_settings
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from deimos import commands_ops, commands_tools  # noqa: F401  (topics, dlq, tail, lag, schemas)
+from deimos import config as _config
+from deimos.cli import cli, health_port_option, load_settings, log_level_option, start_app
+from deimos.cli import setup_logging as _logging
 
 
 @cli.command()
 @click.argument("consumers", nargs=-1)
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option("info")
+@health_port_option
 @click.pass_context
-def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
+def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str,
+        health_port: int | None) -> None:
     """Run every configured consumer (or the CONSUMERS named) until SIGINT/SIGTERM."""
     from deimos import lag, runner
 
     _logging(log_level)
     from deimos.schema import devregistry
 
-    loaded = load_settings(ctx, dev_registry=True)
+    load_settings(ctx, dev_registry=True)
+    start_app(ctx)
+    loaded = _config.current()
     if loaded.settings.schema.registry_url == devregistry.default_url():
         logging.getLogger("deimos").info(
             "schema.registry_url is not set: using the development registry %s (shared by "
             "local processes; set schema.registry_url in production)",
             loaded.settings.schema.registry_url)
-    clean = runner.run(list(consumers) or None, extra=lag.reporter_factories())
+    clean = runner.run(list(consumers) or None, extra=lag.reporter_factories(),
+                       health_port=health_port)
     if not clean:
         click.echo("deimos: shutdown timed out; exiting anyway", err=True)
         sys.stdout.flush()
@@ -46,7 +48,7 @@ def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str) -> None:
               help="widget changes in the workload [default: 100000; 10000 without the "
                    "demo service]")
 @click.option("--keep-running", is_flag=True, help="stay up after the summary (Ctrl-C stops)")
-@click.option("--log-level", default="warning", show_default=True)
+@log_level_option("warning")
 @click.pass_context
 def demo(ctx: click.Context, messages: int | None, keep_running: bool, log_level: str) -> None:
     """Run the demo service end to end (embedded broker, SQLite and the development schema

@@ -25,13 +25,23 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def iso_time(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as ISO 8601 in UTC (``2026-05-01T12:00:00.123Z``)."""
+    if ms is None:
+        return None
+    from datetime import datetime, timezone
+
+    when = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @cli.command()
 @click.argument("topic")
 @click.option("-n", "--num-messages", default=10, show_default=True,
               help="how many of the last messages (across all partitions)")
 @click.option("--schema", default=None, help="schema of the values (default: the consumer "
               "configured for TOPIC, else the default schema backend with no schema)")
-@click.option("--namespace", default=None)
+@click.option("--namespace", default=None, help="namespace of --schema")
 @click.option("--key-config", default=None,
               help='"plain", "none", "field:NAME" or "schema:NAME"')
 @click.option("--raw", is_flag=True, help="do not decode; print bytes")
@@ -50,13 +60,19 @@ def tail(ctx: click.Context, topic: str, num_messages: int, schema: str | None,
     if key_config and ":" in key_config:
         kind, _, name = key_config.partition(":")
         kc = {kind: name}
-    msgs = get_messages_for(topic, num_messages, schema=schema, namespace=namespace,
-                            key_config=kc, decode=not raw, timeout=timeout)
+    from deimos.errors import DeimosError
+
+    try:
+        msgs = get_messages_for(topic, num_messages, schema=schema, namespace=namespace,
+                                key_config=kc, decode=not raw, timeout=timeout)
+    except DeimosError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         for m in msgs:
             click.echo(json.dumps({
                 "topic": m.topic, "partition": m.partition, "offset": m.offset,
-                "timestamp": m.timestamp, "key": _show(m.key), "payload": m.payload
+                "timestamp": iso_time(m.timestamp), "timestamp_ms": m.timestamp,
+                "key": _show(m.key), "payload": m.payload
                 if not isinstance(m.payload, bytes) else _show(m.payload),
                 "headers": {k: _show(v) for k, v in m.headers.items()},
             }, default=str, sort_keys=True))
@@ -65,7 +81,7 @@ def tail(ctx: click.Context, topic: str, num_messages: int, schema: str | None,
     for col in ("partition", "offset", "timestamp", "key", "payload", "headers"):
         table.add_column(col, overflow="fold")
     for m in msgs:
-        table.add_row(str(m.partition), str(m.offset), str(m.timestamp or "-"),
+        table.add_row(str(m.partition), str(m.offset), iso_time(m.timestamp) or "-",
                       escape(_show(m.key)), escape(_show(m.payload)),
                       escape(", ".join(f"{k}={_show(v)}" for k, v in m.headers.items())))
     Console(width=200).print(table)
@@ -95,17 +111,26 @@ def lag(ctx: click.Context, group: str | None, topics: tuple[str, ...], as_json:
     if as_json:
         click.echo(json.dumps([{"group": r.group, "topic": r.topic, "partition": r.partition,
                                 "committed": r.committed, "high_watermark": r.high,
-                                "lag": r.lag} for r in rows], indent=2))
+                                "lag": r.lag, "inconsistent": r.inconsistent}
+                               for r in rows], indent=2))
         return
     table = Table(title="consumer lag")
     for col in ("group", "topic", "partition", "committed", "high watermark", "lag"):
         table.add_column(col, justify="right" if col not in ("group", "topic") else "left")
     for r in rows:
         table.add_row(escape(r.group), escape(r.topic), str(r.partition),
-                      "-" if r.committed is None else str(r.committed), str(r.high), str(r.lag))
+                      "-" if r.committed is None else str(r.committed), str(r.high),
+                      f"{r.lag} (!)" if r.inconsistent else str(r.lag))
     table.add_section()
     table.add_row("total", "", "", "", "", str(sum(r.lag for r in rows)))
     Console(width=160).print(table)
+    for r in rows:
+        if r.inconsistent:
+            click.echo(
+                f"warning: {r.topic}[{r.partition}]: the broker reports high watermark "
+                f"{r.high}, below group {r.group}'s committed offset {r.committed}; the "
+                "broker's figure is inconsistent (a broker defect, or the topic was recreated "
+                "or truncated), so its lag of 0 is not a measurement", err=True)
 
 
 @cli.group("schemas")

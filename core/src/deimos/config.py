@@ -118,6 +118,9 @@ class KafkaSettings(Section):
     config: PassThrough = Field(
         default_factory=dict, description="any librdkafka property, passed through as is"
     )
+    error_summary_interval: float = Field(
+        30.0, gt=0, description="seconds between log summaries while the brokers stay "
+        "unreachable (the failure is logged once, then summarised, then its end)")
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -219,16 +222,54 @@ class ProducerSettings(Section):
     topics: list[TopicSettings] = Field(default_factory=list)
 
 
-class RetrySettings(Section):
-    """A retry schedule (:class:`deimos.retry.Backoff`): the same names wherever deimos
-    retries."""
+def rename_deprecated(data: Any, renames: Mapping[str, tuple[str, Any]], where: str) -> Any:
+    """Old setting names still accepted, with a ``FutureWarning`` naming the new one.
 
-    attempts: int = Field(3, ge=1, description="deliveries before the message is given up")
+    ``renames`` maps an old key of ``data`` to ``("retry.backoff", convert)``: a dotted new
+    name (one level of nesting) and a function converting the old value, or None. A value
+    given under both names is a settings error rather than a silent choice.
+    """
+    if not isinstance(data, Mapping) or not any(old in data for old in renames):
+        return data
+    import warnings
+
+    data = dict(data)
+    for old, (new, convert) in renames.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        value = convert(value) if convert is not None else value
+        outer, _, inner = new.partition(".")
+        nested = dict(data.get(outer) or {}) if inner else None
+        if (nested is not None and inner in nested) or (nested is None and outer in data):
+            raise ValueError(f"{where}.{old} and {where}.{new} are both set; keep {new}")
+        # FutureWarning, not DeprecationWarning: settings are written by the people running
+        # the service, and Python shows FutureWarning to them by default
+        warnings.warn(f"{where}.{old} is deprecated; use {where}.{new}", FutureWarning,
+                      stacklevel=2)
+        if nested is not None:
+            nested[inner] = value
+            data[outer] = nested
+        else:
+            data[outer] = value
+    return data
+
+
+class BackoffSettings(Section):
+    """How long to wait between retries (:class:`deimos.retry.Backoff`): the same names
+    wherever deimos retries."""
+
     backoff: float = Field(0.5, ge=0, description="seconds before the first retry")
     max_backoff: float = Field(30.0, ge=0, description="longest wait between retries")
     multiplier: float = Field(2.0, ge=1, description="growth of the wait per retry")
     jitter: float = Field(0.0, ge=0, lt=1, description="waits spread by this fraction "
                           "either way (0.2: 80 % to 120 %), capped at max_backoff")
+
+
+class RetrySettings(BackoffSettings):
+    """A retry schedule: how many deliveries, and the waits between them."""
+
+    attempts: int = Field(3, ge=1, description="deliveries before the message is given up")
 
 
 class ConsumerSettings(Section):
@@ -256,6 +297,9 @@ class ConsumerSettings(Section):
         "restart from the committed offset), retry (never give up), dead_letter, skip")
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter_topic: str | None = None
+    dead_letter_error_bytes: int = Field(
+        1024, ge=16, description="longest deimos-error-message header of a dead letter "
+        "(bytes; SQL errors never carry their bound parameters)")
     use_schema_classes: bool | None = None
     disabled: bool = False
     config: PassThrough = Field(default_factory=dict, description="librdkafka consumer props")
@@ -308,8 +352,46 @@ class RunnerSettings(Section):
     )
 
 
+class HealthSettings(Section):
+    """The HTTP server of ``deimos run``, ``deimos db-producer`` and ``deimos db-poller``:
+    ``/livez``, ``/readyz``, ``/health`` and the pages metrics providers add (``/metrics``)."""
+
+    port: int | None = Field(
+        None, ge=0, le=65535, description="port to serve on (unset: no server; "
+        "`--health-port` overrides; 0 picks a free port)")
+    host: str = Field("0.0.0.0", description="address to listen on")
+
+
+class TopicSpecSettings(Section):
+    """How a topic is created by ``deimos topics apply`` (unset: the broker's default)."""
+
+    partitions: int | None = Field(None, gt=0, description="partitions (raised, never "
+                                   "lowered); unset: the broker's num.partitions")
+    replication_factor: int | None = Field(
+        None, gt=0, description="replicas per partition at creation; unset: the broker's "
+        "default.replication.factor")
+    config: PassThrough = Field(default_factory=dict, description="topic configs "
+                                "(retention.ms, cleanup.policy, ...), set when they differ")
+
+
+class TopicsSettings(Section):
+    """Declared topics for ``deimos topics plan|apply``: ``defaults`` for every topic the
+    settings imply, ``overrides`` per topic name (a name only here is declared too)."""
+
+    defaults: TopicSpecSettings = Field(
+        default_factory=TopicSpecSettings, description="partitions, replication_factor and "
+        "config of every declared topic")
+    overrides: dict[str, TopicSpecSettings] = Field(
+        default_factory=dict, description="topic name (without the prefix) -> its own "
+        "partitions, replication_factor and config")
+
+
 class Settings(Section):
     """Every deimos setting; plugins add their own sections."""
+
+    app: str | None = Field(
+        None, description="'module:function' imported and called once before any runnable "
+        "starts, in every deimos CLI process (logging, the OpenTelemetry SDK, ...)")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     producers: ProducerSettings = Field(default_factory=ProducerSettings)
@@ -318,6 +400,8 @@ class Settings(Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
 
     @property
     def schema(self) -> SchemaSettings:  # type: ignore[override]
@@ -397,8 +481,15 @@ def _parse_env_value(raw: str) -> Any:
     return raw
 
 
+#: top-level settings that are values, not sections: ``DEIMOS_APP`` sets ``app``
+_ENV_TOP_LEVEL = {"DEIMOS_APP": "app"}
+
+
 def _env_items(environ: Mapping[str, str]) -> Iterator[tuple[list[str], Any, str]]:
     for name, raw in sorted(environ.items()):
+        if name in _ENV_TOP_LEVEL:
+            yield [_ENV_TOP_LEVEL[name]], raw, name
+            continue
         if not name.startswith(ENV_PREFIX) or name in _ENV_RESERVED or "__" not in name:
             continue
         if name.startswith("DEIMOS_TEST_"):

@@ -23,7 +23,7 @@ dispatch; pluggy still validates every implementation against these specs when i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -73,6 +73,16 @@ def deimos_cli_commands() -> Sequence[click.Command]:
     """Called when the ``deimos`` command line starts.
 
     :returns: click commands added to ``deimos`` (for example ``db-producer``).
+    """
+
+
+@hookspec
+def deimos_http_routes() -> Mapping[str, Callable[[], tuple[int, str, bytes]]]:
+    """Called when the health server of ``deimos run``, ``db-producer`` or ``db-poller``
+    starts, on each metrics provider ``metrics.providers`` enables.
+
+    :returns: a mapping of path (``"/metrics"``) to a function that answers a ``GET`` of it
+        with ``(HTTP status, content type, body)``; it runs on the server's thread.
     """
 
 

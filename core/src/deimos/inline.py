@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer as KafkaConsumer
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from deimos.config import KeyConfig, Settings
 from deimos.errors import DeimosError
@@ -35,10 +35,79 @@ class InlineMessage:
     timestamp: int | None = None
 
 
+class LastError:
+    """An ``error_cb`` keeping librdkafka's last error, for one clear message instead of its
+    log lines (``deimos tail``, ``dlq replay`` and ``topics`` are short-lived commands: a
+    connection failure is reported once, naming the setting to fix)."""
+
+    def __init__(self) -> None:
+        self.error: Any = None
+
+    def __call__(self, error: Any) -> None:
+        self.error = error
+
+
+def quiet(conf: dict[str, Any], last: LastError) -> dict[str, Any]:
+    """``conf`` with librdkafka's own logs limited to critical ones and errors kept in
+    ``last``."""
+    conf.update({"log_level": 2, "error_cb": last})
+    return conf
+
+
+def unreachable(settings: Settings, what: str, error: Any) -> DeimosError:
+    """The error of a command that could not reach the cluster."""
+    servers = settings.kafka.bootstrap_servers
+    where = servers if servers else "localhost:9092 (the default: it is not set)"
+    return DeimosError(f"{what}: cannot reach Kafka at kafka.bootstrap_servers = {where}: "
+                       f"{error}")
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
     """A librdkafka consumer configuration that can never commit: a throwaway group id (it
     is needed by the client even for ``assign()``), no auto-commit, no offset store."""
     return reader_config(settings, "inline")
+
+
+def dead_letter_sources(settings: Settings, topic: str) -> dict[str, Any]:
+    """``original topic -> consumer settings`` of the consumers writing dead letters to
+    ``topic`` (class attributes included, prefix applied to the original topics)."""
+    from deimos.consumer import import_class, resolve_settings
+
+    prefix = settings.producers.topic_prefix
+    out: dict[str, Any] = {}
+    for entry in settings.consumers:
+        try:
+            cs = resolve_settings(import_class(entry.class_path), entry) if entry.class_path \
+                else entry
+        except Exception:
+            continue
+        if cs.dead_letter_topic == topic:
+            for t in cs.topics:
+                out.setdefault(prefix + t, cs)
+    return out
+
+
+def _producer_schema(settings: Settings, topic: str) -> tuple[str | None, str | None, Any] | None:
+    """``(schema, namespace, key_config)`` of the producer of ``topic``: a
+    ``producers.topics`` entry, else a ``deimos.Producer`` subclass defined in this process
+    whose ``topic`` it is (the first with a schema)."""
+    from deimos.producer import Producer
+
+    prefix = settings.producers.topic_prefix
+    names = {topic, topic[len(prefix):] if prefix and topic.startswith(prefix) else topic}
+    for ts in settings.producers.topics:
+        if ts.topic in names:
+            return ts.schema_name, ts.namespace, ts.key_config
+    todo, seen = list(Producer.__subclasses__()), set()
+    while todo:
+        cls = todo.pop(0)
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        if getattr(cls, "topic", None) in names and getattr(cls, "schema", None):
+            return cls.schema, cls.namespace, cls.key_config
+    return None
 
 
 def _schema(runtime: Runtime, topic: str, schema: str | None, namespace: str | None,
@@ -46,11 +115,24 @@ def _schema(runtime: Runtime, topic: str, schema: str | None, namespace: str | N
     """The schema to decode ``topic`` with: the arguments, else the consumer configured for
     the topic, else the default backend with no schema."""
     if schema is None and key_config is None:
+        from deimos.consumer import import_class, resolve_settings
+
+        prefix = runtime.settings.producers.topic_prefix
         for entry in runtime.settings.consumers:
-            if topic in entry.topics:
-                schema, namespace = entry.schema_name, entry.namespace or namespace
-                key_config = entry.key_config
+            cs = entry
+            if entry.class_path:
+                try:
+                    cs = resolve_settings(import_class(entry.class_path), entry)
+                except Exception:
+                    cs = entry
+            if topic in cs.topics or topic in (prefix + t for t in cs.topics):
+                schema, namespace = cs.schema_name, cs.namespace or namespace
+                key_config = cs.key_config
                 break
+        else:
+            found = _producer_schema(runtime.settings, topic)
+            if found is not None:
+                schema, namespace, key_config = found
     kc = KeyConfig.model_validate(key_config if key_config is not None else "plain")
     return runtime.schema_backend(topic=topic, schema=schema, namespace=namespace,
                                   key_config=kc)
@@ -96,11 +178,17 @@ def get_messages_for(
         return []
     runtime = get_runtime() if settings is None else Runtime(settings)
     prefix = runtime.settings.producers.topic_prefix
-    if prefix and not topic.startswith(prefix):
-        topic = prefix + topic  # as producers and consumers name it
-    consumer = KafkaConsumer(client_config(runtime.settings))
+    if prefix and not topic.startswith(prefix) and not any(
+            c.dead_letter_topic == topic for c in runtime.settings.consumers):
+        topic = prefix + topic  # as producers and consumers name it (not dead letters)
+    last = LastError()
+    consumer = KafkaConsumer(quiet(client_config(runtime.settings), last))
     try:
-        ranges = start_offsets(consumer, topic, num_messages, timeout)
+        try:
+            ranges = start_offsets(consumer, topic, num_messages, timeout)
+        except KafkaException as exc:
+            raise unreachable(runtime.settings, f"reading {topic!r}",
+                              last.error or exc) from None
         if not ranges:
             return []
         consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in ranges.items()])
@@ -127,10 +215,22 @@ def get_messages_for(
     keys: list[Any] = [m.key() for m in raw]
     payloads: list[Any] = [m.value() for m in raw]
     if decode and raw:
-        sb = _schema(runtime, topic, schema, namespace, key_config)
-        payloads = sb.decode(sb.context, payloads)
-        if sb.decode_key is not None and sb.context.key_config.kind != "none":
-            keys = sb.decode_key(sb.context, keys)
+        groups: dict[str, list[int]] = {}
+        sources = dead_letter_sources(runtime.settings, topic) \
+            if schema is None and key_config is None else {}
+        for i, m in enumerate(raw):
+            # a dead letter is decoded as the consumer of its original topic decodes it
+            original = dict(m.headers() or []).get("deimos-original-topic")
+            name = original.decode(errors="replace") if original else ""
+            groups.setdefault(name if name in sources else topic, []).append(i)
+        for decode_as, indexes in groups.items():
+            sb = _schema(runtime, decode_as, schema, namespace, key_config)
+            decoded = sb.decode(sb.context, [payloads[i] for i in indexes])
+            dkeys = [keys[i] for i in indexes]
+            if sb.decode_key is not None and sb.context.key_config.kind != "none":
+                dkeys = sb.decode_key(sb.context, dkeys)
+            for j, i in enumerate(indexes):
+                payloads[i], keys[i] = decoded[j], dkeys[j]
     return [InlineMessage(topic=m.topic(), partition=m.partition(), offset=m.offset(),
                           key=keys[i], payload=payloads[i], headers=dict(m.headers() or []),
                           timestamp=m.timestamp()[1] if m.timestamp()[0] else None)

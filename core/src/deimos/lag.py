@@ -42,6 +42,13 @@ class PartitionLag:
     high: int
 
     @property
+    def inconsistent(self) -> bool:
+        """The broker's high watermark is below the committed offset: no consumer can have
+        committed past the log end, so the broker's figure is wrong (a broker defect, or the
+        topic was deleted and recreated or truncated) and the lag of 0 means nothing."""
+        return self.committed is not None and self.committed > self.high
+
+    @property
     def lag(self) -> int:
         """Messages the group has still to read. With nothing committed, every message still
         on the partition counts (the group would start from the beginning)."""

@@ -38,7 +38,8 @@ _KIND_HOOKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "metrics": ("deimos_metrics_", ()),
     "tracing": ("deimos_tracing_", ("deimos_tracing_start", "deimos_tracing_finish")),
 }
-_GENERAL_HOOKS = ("deimos_configure", "deimos_settings_sections", "deimos_cli_commands")
+_GENERAL_HOOKS = ("deimos_configure", "deimos_settings_sections", "deimos_cli_commands",
+                  "deimos_http_routes")
 
 _LABELS = {
     "producer_backend": "producer backend",

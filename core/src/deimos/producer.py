@@ -149,7 +149,7 @@ class Pipeline:
         self.telemetry = runtime.telemetry
         self.tags = {"topic": self.topic}
         self.context = ProduceContext(self.topic, name, settings, runtime.telemetry,
-                                      on_error=on_error)
+                                      on_error=on_error, extra={"schema": self.schema})
         #: ``producers.disabled`` of these settings (the settings never change under us)
         self.disabled = settings.producers.disabled
         self.tracing = runtime.telemetry.tracing_enabled

@@ -89,6 +89,12 @@ class Executor:
             t.join(remaining)
         return not any(t.is_alive() for t in self._threads)
 
+    def current(self) -> dict[int, Runnable]:
+        """The runnable running in each slot now (a crashed one's slot is empty until its
+        restart)."""
+        with self._lock:
+            return dict(self._current)
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -155,17 +161,24 @@ def consumer_factories(names: Sequence[str] | None = None) -> list[Callable[[], 
 
 
 def run_until_stopped(executor: Executor, *, install_signals: bool = True,
-                      until: threading.Event | None = None) -> bool:
+                      until: threading.Event | None = None,
+                      health_port: int | None = None) -> bool:
     """Start ``executor`` and block until SIGINT/SIGTERM (or ``until``); then stop it within
     ``runner.shutdown_timeout`` and flush producers in what is left of it.
 
+    With ``health_port`` (or ``health.port`` set) the health endpoints
+    (:mod:`deimos.health`) serve the executor's state meanwhile.
+
     :returns: True when every runnable stopped and every message was delivered in time.
     """
+    from deimos import health
+
     runtime = get_runtime()
     timeout = runtime.settings.runner.shutdown_timeout
     handler = SignalHandler(executor)
     if install_signals and threading.current_thread() is threading.main_thread():
         handler.install()
+    server = health.serve(executor, health_port)
     executor.start()
     try:
         while not executor.wait(0.2):
@@ -179,20 +192,24 @@ def run_until_stopped(executor: Executor, *, install_signals: bool = True,
         if undelivered:
             log.error("%d message(s) were not delivered before shutdown", undelivered)
         handler.uninstall()
+        if server is not None:
+            server.stop()
     return clean and not undelivered
 
 
 def run(consumers: Sequence[str] | None = None, *,
         extra: Sequence[Callable[[], Runnable]] = (),
         install_signals: bool = True,
-        until: threading.Event | None = None) -> bool:
+        until: threading.Event | None = None,
+        health_port: int | None = None) -> bool:
     """Run the configured consumers (those named; none with ``[]``) plus ``extra`` runnables
     until a signal (or ``until``) stops them. True when everything stopped within the
-    timeout."""
+    timeout. ``health_port``: serve the health endpoints there (else ``health.port``)."""
     settings = get_runtime().settings
     factories = consumer_factories(consumers) + list(extra)
     if not factories:
         log.warning("nothing to run: no consumers are configured")
         return True
     executor = Executor(factories, restart_delay=settings.runner.restart_delay)
-    return run_until_stopped(executor, install_signals=install_signals, until=until)
+    return run_until_stopped(executor, install_signals=install_signals, until=until,
+                             health_port=health_port)

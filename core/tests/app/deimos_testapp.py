@@ -37,3 +37,22 @@ class RecordingConsumer(BatchConsumer):
         time.sleep(float(os.environ.get("TESTAPP_SLEEP", "0")))
         _append(os.environ["TESTAPP_OUT"], "".join(f"{p}\n" for p in payloads))
         self.handled += len(payloads)
+
+
+def setup() -> None:
+    """The application hook of the process tests (``app = "deimos_testapp:setup"``).
+
+    Notes each call (the process id) in ``$TESTAPP_SETUP``; with ``$TESTAPP_PUBLISH_TOPIC``
+    it also publishes ``$TESTAPP_PUBLISH_N`` messages there, one synchronous publish each,
+    so the process's own metrics count publishes before its consumers start.
+    """
+    path = os.environ.get("TESTAPP_SETUP")
+    if path:
+        _append(path, f"{os.getpid()}\n")
+    topic = os.environ.get("TESTAPP_PUBLISH_TOPIC")
+    if topic:
+        import deimos
+
+        producer = type("SetupProducer", (deimos.Producer,), {"topic": topic})
+        for i in range(int(os.environ.get("TESTAPP_PUBLISH_N", "1"))):
+            producer.publish(f"setup-{i}", sync=True)

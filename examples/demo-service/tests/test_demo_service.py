@@ -26,6 +26,21 @@ def _check(out: subprocess.CompletedProcess[str]) -> None:
     assert "read model matches source: yes" in out.stdout
     assert "5 dead-lettered (expected 5)" in out.stdout
     assert "final consumer lag (committed vs high watermark): 0" in out.stdout
+    # one message per change, as the title counts them
+    assert "write widgets → outbox                     │    2,000 │" in out.stdout
+    assert "Kafka → read model                         │    2,000 │" in out.stdout
+
+
+def test_the_workload_changes_no_widget_twice_in_one_transaction() -> None:
+    # two changes of a widget in one transaction are one outbox message (the later state),
+    # which made the summary count 99,999 messages for "100,000 widget changes"
+    from deimos_demo.run import TRANSACTION_SIZE, Plan
+
+    plan = Plan(100_000)
+    assert plan.changes == 100_000
+    for start in range(0, plan.changes, TRANSACTION_SIZE):
+        ids = [wid for _, wid in plan.ops[start:start + TRANSACTION_SIZE]]
+        assert len(ids) == len(set(ids)), start
 
 
 def test_demo_on_embedded_defaults_builds_a_read_model_equal_to_the_source(tmp_path):

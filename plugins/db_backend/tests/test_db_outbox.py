@@ -336,7 +336,11 @@ def test_a_dead_workers_session_lock_frees_its_topic_at_once(outbox, db):
     assert first._claim(["t"]) == "t"
     assert second._claim(["t"]) is None  # held by a live worker
     assert first._locks is not None
+    key = first._locks.args("t")
+    assert not _session_lock_free(db, key)
     first._locks.close()  # its connection is gone, as when the process is SIGKILLed
+    # the server ends the session (and frees its locks) asynchronously: wait until it has
+    wait_for(lambda: _session_lock_free(db, key), 10, "the server to end the session")
     assert second._claim(["t"]) == "t"
     assert _topic_info(db, "t").locked_by == second.id
     assert not first.heartbeat() and first._lost.is_set()
@@ -349,3 +353,13 @@ def test_retry_backoff_doubles_with_jitter_and_never_exceeds_its_maximum(outbox)
     backoff = retry_backoff(DbProducerSettings(retry_backoff=1.0, max_retry_backoff=60.0))
     assert all(0.8 <= backoff.delay(1) <= 1.2 for _ in range(100))
     assert all(backoff.delay(7) <= 60.0 for _ in range(100))  # 64 s ± 20 % before the cap
+
+
+def _session_lock_free(engine: sa.Engine, key: dict[str, Any]) -> bool:
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            return not conn.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid::bigint = :c AND objid::bigint = :k"),
+                {"c": key["c"], "k": key["k"] & 0xFFFFFFFF}).scalar()
+        return conn.execute(sa.text("SELECT IS_USED_LOCK(:n) IS NULL"), key).scalar() == 1

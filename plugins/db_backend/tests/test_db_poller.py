@@ -132,7 +132,9 @@ def insert(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
 
 def config(**kw: Any) -> DbPollerSettings:
     base: dict[str, Any] = {"name": "items", "producer_class": f"{__name__}:ItemProducer",
-                            "batch_size": 10, "delay_time": 0, "retry_backoff": 0.01}
+                            "batch_size": 10, "delay_time": 0, "retry": {"backoff": 0.01}}
+    if "attempts" in kw:
+        base["retry"] = {**base["retry"], "attempts": kw.pop("attempts")}
     return DbPollerSettings.model_validate({**base, **kw})
 
 
@@ -192,7 +194,7 @@ def test_state_based_marks_published_and_failed_rows_and_feeds_several_producers
                     for i in range(1, 13)])
     poller = DbPoller(config(
         mode="state_based", state_column="state", published_state="published",
-        failed_state="failed", publish_timestamp_column="published_at", retries=1,
+        failed_state="failed", publish_timestamp_column="published_at", attempts=2,
         producer_classes=[f"{__name__}:ItemProducer", f"{__name__}:ItemAudit"]))
     status = poller.process_updates()
     assert status.messages_processed == 11 and status.skipped_ids == [4]
@@ -355,3 +357,4 @@ def test_rows_read_as_column_values_are_skipped_recorded_and_marked_like_instanc
     assert Counter(p["id"] for p in got) == Counter({1: 4, 2: 4, 4: 4, 5: 4})
     assert got[0] == {"id": 1, "name": "n1", "updated_at": T0.isoformat(), "state": None,
                       "published_at": None}
+

@@ -103,30 +103,52 @@ def test_rows_stay_while_the_broker_is_down_and_are_all_delivered_after_it_resta
 
 
 def test_sigkill_mid_batch_then_restart_delivers_every_row_at_least_once(
-        db: sa.Engine, deimos_kafka: str, tmp_path: Path) -> None:
-    topic = create_topic(deimos_kafka)
-    url = db.url.render_as_string(hide_password=False)
-    deimos.configure(producers={"backend": "db"}, db={"url": url})
-    Events.topic = topic
-    n = 3000
-    _publish(db, n, 11, per_txn=500)
-    config = config_file(tmp_path, url, deimos_kafka, batch_size=100, lock_timeout=2.0,
-                          heartbeat_interval=0.5)
-    proc = start_producer(config)
+        db: sa.Engine, tmp_path: Path) -> None:
+    # No race over how far the producer got before the kill: the first batch is waited for
+    # until it is delivered, then the broker is frozen (SIGSTOP) so nothing more can be
+    # delivered, and the producer is killed holding the rest.
+    broker = EmbeddedBroker().start()
+    proc = None
     try:
-        wait_for(lambda: count_rows(db) < n, timeout=30, what="the first batches")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    left = count_rows(db)
-    assert 0 < left < n, "killed mid-run"
-    proc = start_producer(config)  # takes the dead worker's topic over once its lock expires
-    try:
+        topic = create_topic(broker.bootstrap_servers)
+        url = db.url.render_as_string(hide_password=False)
+        deimos.configure(producers={"backend": "db"}, db={"url": url})
+        Events.topic = topic
+        n, first = 3000, 100
+        config = config_file(tmp_path, url, broker.bootstrap_servers, batch_size=100,
+                              lock_timeout=2.0, heartbeat_interval=0.5)
+        proc = start_producer(config)
+        _publish(db, first, 11)
+        wait_for(lambda: count_rows(db) == 0, timeout=60, what="the first batch")
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            _publish(db, n - first, 11, start=first, per_txn=500)
+            wait_for(lambda: _locked_by(db, topic) is not None, timeout=30,
+                     what="the producer to hold the topic")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        assert count_rows(db) == n - first  # killed mid-run: nothing of the rest deleted
+        proc = start_producer(config)  # takes the dead worker's topic over once its lock expires
         wait_for(lambda: count_rows(db) == 0, timeout=60, what="the restarted producer")
-    finally:
         proc.terminate()
         assert proc.wait(20) == 0
-    _assert_all_delivered_in_key_order(read_topic(deimos_kafka, topic, n, settle=0.5), n, 11)
+        proc = None
+        _assert_all_delivered_in_key_order(
+            read_topic(broker.bootstrap_servers, topic, n, settle=0.5), n, 11)
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
+        broker.stop()
+
+
+def _locked_by(engine: sa.Engine, topic: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(kafka_topic_info.c.locked_by)
+                            .where(kafka_topic_info.c.topic == topic)).scalar()
 
 
 def test_two_producer_processes_deliver_everything_in_order_without_sharing_a_topic(

@@ -9,7 +9,7 @@ them: nothing from it on is committed, so it is redelivered after the restart.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from deimos.config import ConsumerSettings
@@ -30,12 +30,60 @@ ERROR_HEADERS = (
 )
 
 
+#: header of a replayed dead letter: how many times ``deimos dlq replay`` republished it
+REPLAY_COUNT_HEADER = "deimos-replay-count"
+
+
+def _values(params: Any) -> Iterator[str]:
+    """Every bound parameter value (``executemany`` lists and nested mappings walked)."""
+    if isinstance(params, Mapping):
+        for v in params.values():
+            yield from _values(v)
+    elif isinstance(params, (list, tuple)):
+        for v in params:
+            yield from _values(v)
+    elif params is not None:
+        yield params.decode(errors="replace") if isinstance(params, bytes) else str(params)
+
+
+def error_message(exc: BaseException, limit: int = 1024) -> bytes:
+    """The ``deimos-error-message`` header: ``str(exc)`` as UTF-8, at most ``limit`` bytes
+    (cut on a character boundary, ``...`` marking the cut).
+
+    A SQLAlchemy ``StatementError`` (``IntegrityError``, ``DataError``, ...) prints its
+    statement's bound parameters, customer data that must not be copied into a topic: only
+    the driver's error (``orig``; for psycopg its primary message, without the ``DETAIL`` that
+    repeats the row) and the SQL text with its placeholders are kept, and any parameter value
+    the driver quoted in its message (MariaDB's ``Duplicate entry '...'``) is replaced by
+    ``<redacted>``.
+    """
+    text = str(exc)
+    orig, statement = getattr(exc, "orig", None), getattr(exc, "statement", None)
+    if hasattr(exc, "params") and isinstance(statement, str):
+        primary = getattr(getattr(orig, "diag", None), "message_primary", None)
+        if orig is not None:
+            detail = f"({type(orig).__module__}.{type(orig).__qualname__}) " \
+                     f"{primary or orig}"
+        else:
+            detail = str(exc.args[0]) if exc.args else type(exc).__name__
+        for value in sorted(set(_values(getattr(exc, "params", None))), key=len,
+                            reverse=True):
+            if len(value) >= 2:
+                detail = detail.replace(value, "<redacted>")
+        text = f"{detail}\n[SQL: {statement}]"
+    data = text.encode(errors="replace")
+    if len(data) <= limit:
+        return data
+    return data[:max(0, limit - 3)].decode(errors="ignore").encode() + b"..."
+
+
 class DeadLetters:
     """The dead letters of the batch being processed, for one consumer."""
 
     def __init__(self, settings: ConsumerSettings, runtime: Runtime,
                  count: Callable[[Any], None]) -> None:
         self.topic = settings.dead_letter_topic
+        self.message_limit = settings.dead_letter_error_bytes
         self.runtime = runtime
         #: writes one batch's dead letters and waits for them (the test helpers swap it)
         self.sender: Callable[[list[Message]], None] = self._send
@@ -60,7 +108,7 @@ class DeadLetters:
         headers = list(msg.headers() or [])
         headers += [
             ("deimos-error-class", f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
-            ("deimos-error-message", str(exc).encode(errors="replace")[:4000]),
+            ("deimos-error-message", error_message(exc, self.message_limit)),
             ("deimos-original-topic", msg.topic().encode()),
             ("deimos-original-partition", str(msg.partition()).encode()),
             ("deimos-original-offset", str(msg.offset()).encode()),

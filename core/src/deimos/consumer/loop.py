@@ -21,6 +21,8 @@ from deimos.config import ConsumerSettings
 from deimos.consumer.api import _Base, _error, _partition, _topic
 from deimos.consumer.processor import MessageProcessor
 from deimos.errors import DeimosError
+from deimos.health import Heartbeat
+from deimos.kafka import connection as _connection
 from deimos.kafka.config import consumer_config
 from deimos.runtime import Runtime, get_runtime
 
@@ -45,12 +47,45 @@ class ConsumerLoop:
         self._fatal: KafkaError | None = None
         #: set once the group gave this consumer its first partitions
         self.assigned = threading.Event()
+        #: the partitions assigned now (readiness)
+        self.assignment: set[tuple[str, int]] = set()
+        #: the poll loop's last completed iteration (liveness)
+        self.heartbeat = Heartbeat()
+        self.connection: _connection.BrokerConnection | None = None
+        poll_ms = settings.config.get("max.poll.interval.ms",
+                                      self.runtime.settings.kafka.config.get(
+                                          "max.poll.interval.ms", 300000))
+        #: seconds without a completed iteration after which this consumer is not live:
+        #: librdkafka's own max.poll.interval.ms (it leaves the group then) plus a poll
+        self.live_bound = float(poll_ms) / 1000.0 + settings.max_wait_time + 5.0
 
     def __repr__(self) -> str:
         return f"consumer {self.settings.name}"
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def health(self) -> dict[str, Any]:
+        """Live while the poll loop keeps completing iterations within
+        ``max.poll.interval.ms``; ready with partitions assigned and the brokers reachable."""
+        age = self.heartbeat.age()
+        live = age < self.live_bound
+        conn = self.connection
+        reachable = conn is not None and not conn.down
+        ready = live and bool(self.assignment) and reachable
+        if self.consumer is None:
+            state = "starting"
+        elif not reachable:
+            state = "brokers unreachable"
+        elif not self.assignment:
+            state = "waiting for partitions"
+        else:
+            state = "consuming"
+        return {"name": repr(self), "kind": "consumer", "group": self.settings.group_id,
+                "state": state, "live": live, "ready": ready,
+                "partitions": len(self.assignment),
+                "last_iteration_seconds_ago": round(age, 3),
+                "live_bound_seconds": self.live_bound}
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -59,10 +94,16 @@ class ConsumerLoop:
             log.warning("consumer %s: %s", self.settings.name, err)
 
     def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        self.assignment |= {(tp.topic, tp.partition) for tp in partitions}
         if partitions:
             self.assigned.set()
+            if self.connection is not None:
+                self.connection.reachable()
+            log.info("consumer %s: %d partition(s) assigned (%d in all)", self.settings.name,
+                     len(partitions), len(self.assignment))
 
     def _on_revoke(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        self.assignment -= {(tp.topic, tp.partition) for tp in partitions}
         self._commit(consumer)
         for tp in partitions:
             self._retries.pop((tp.topic, tp.partition), None)
@@ -79,8 +120,12 @@ class ConsumerLoop:
     def run(self) -> None:
         """Poll until :meth:`stop`; the batch in flight finishes and offsets are committed."""
         cs = self.settings
-        consumer = KafkaConsumer({**consumer_config(self.runtime.settings, cs),
-                                  "error_cb": self._on_error})
+        conf = _connection.instrument(
+            consumer_config(self.runtime.settings, cs), on_error=self._on_error,
+            summary_interval=self.runtime.settings.kafka.error_summary_interval)
+        self.connection = conn = _connection.connection(str(conf["bootstrap.servers"]))
+        self.heartbeat.beat()
+        consumer = KafkaConsumer(conf)
         self.consumer = consumer
         topics = list(cs.topics)
         if cs.topic_pattern:
@@ -89,7 +134,9 @@ class ConsumerLoop:
         prefix = self.runtime.settings.producers.topic_prefix
         topics = [t if t.startswith("^") else prefix + t for t in topics]
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("consumer %s started on %s (group %s)", cs.name, topics, cs.group_id)
+        log.info("consumer %s started on %s (group %s); waiting for partitions", cs.name,
+                 topics, cs.group_id)
+        beat = self.heartbeat.beat
         try:
             while not self.stop_event.is_set():
                 if self._fatal is not None:
@@ -97,11 +144,15 @@ class ConsumerLoop:
                 self._resume_due(consumer)
                 msgs = consumer.consume(cs.max_batch_size, cs.max_wait_time)
                 if msgs:
+                    if conn.failing:
+                        conn.reachable()
                     self.handle(consumer, msgs)
+                beat()
         finally:
             self._commit(consumer)
             consumer.close()
             self.consumer = None
+            self.assignment.clear()
             log.info("consumer %s stopped", cs.name)
 
     def handle(self, consumer: KafkaConsumer, msgs: list[Any]) -> None:

@@ -168,6 +168,8 @@ class MessageProcessor:
                     continue
                 tel.increment("handler", 1, tags["error"])
                 m = msgs[i]
+                if isinstance(exc, TransientError):  # a service down, not the message
+                    return Outcome(i, exc, m.offset())
                 md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
                 if self.handler.fatal_error(exc, payloads[i], md):
                     raise Stop(i, exc)
@@ -264,6 +266,8 @@ class MessageProcessor:
                 exc.cause, BaseException) else exc
             index = min(max(index, 0), n - 1)
             failed = msgs[index]
+            if isinstance(cause, TransientError):  # a service down, not the message
+                return Outcome(index, cause, failed.offset())
             if self.handler.fatal_error(cause, payloads[index], md.slice(index)):
                 raise Stop(index, cause) from cause
             attempt = self.policy.attempt(topic, partition, failed.offset())

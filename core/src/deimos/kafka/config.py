@@ -8,11 +8,11 @@ the consumer properties that depend on the group protocol: librdkafka refuses
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from deimos.errors import ConfigError
+from deimos.kafka import connection as _connection
 
 if TYPE_CHECKING:
     from deimos.config import ConsumerSettings, Settings
@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 #: where clients connect when ``kafka.bootstrap_servers`` is not set
 DEFAULT_BOOTSTRAP = "localhost:9092"
 
-#: librdkafka logs go through Python logging under this logger
-LIBRDKAFKA_LOGGER = logging.getLogger("deimos.librdkafka")
+#: librdkafka logs go through Python logging under this logger (connect failures through
+#: :mod:`deimos.kafka.connection`, which logs each condition once)
+LIBRDKAFKA_LOGGER = _connection.LIBRDKAFKA_LOGGER
 
 #: consumer properties the broker owns under the consumer group protocol (KIP-848)
 CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
@@ -29,11 +30,11 @@ CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assign
 
 def client_config(settings: Settings) -> dict[str, Any]:
     """The connection part every client shares: ``kafka.*`` settings, the bootstrap default,
-    librdkafka's logs through Python logging."""
+    librdkafka's logs through Python logging and connection failures through
+    :mod:`deimos.kafka.connection` (logged once per condition, with a periodic summary)."""
     conf = settings.kafka.client_config()
     conf.setdefault("bootstrap.servers", DEFAULT_BOOTSTRAP)
-    conf["logger"] = LIBRDKAFKA_LOGGER
-    return conf
+    return _connection.instrument(conf, summary_interval=settings.kafka.error_summary_interval)
 
 
 # settings object -> (settings, producer config, pool key): settings are immutable once

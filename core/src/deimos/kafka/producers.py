@@ -27,7 +27,10 @@ the producer stuck, and it is replaced like a fatal one (:meth:`SharedProducer.n
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +40,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from deimos.config import Settings
 from deimos.errors import PublishError
-from deimos.kafka.config import LIBRDKAFKA_LOGGER, producer_entry
+from deimos.kafka import connection as _connection
+from deimos.kafka.config import producer_entry
 from deimos.message import Message
 from deimos.partitioner import murmur2_partition
 
@@ -56,7 +60,7 @@ class SharedProducer:
     """
 
     def __init__(self, conf: dict[str, Any], *, reports: bool = False,
-                 user_linger: bool = False) -> None:
+                 user_linger: bool = False, summary_interval: float | None = None) -> None:
         #: set when librdkafka reports a fatal error (e.g. an idempotent producer whose state
         #: the broker lost), or when the producer is stuck (see :meth:`note_deliveries`):
         #: such a producer fails every later message, so it is replaced
@@ -72,7 +76,10 @@ class SharedProducer:
         #: synchronous publish to one of them waits for it first (call order per key)
         self.async_topics: set[str] = set()
         self.bootstrap = str(conf.get("bootstrap.servers", ""))
-        conf = {**conf, "error_cb": self._on_error, "logger": LIBRDKAFKA_LOGGER}
+        #: the reachability of the cluster, where connection failures are logged (once)
+        self.connection = _connection.connection(self.bootstrap, summary_interval)
+        conf = _connection.instrument(conf, summary_interval=summary_interval,
+                                      on_error=self._on_error)
         if reports:
             conf["delivery.report.only.error"] = False
             if not user_linger:
@@ -89,6 +96,11 @@ class SharedProducer:
         self._thread = threading.Thread(target=self._poll_loop, name="deimos-producer-poll",
                                         daemon=True)
         self._thread.start()
+
+    def describe_last_error(self) -> str:
+        """``; librdkafka's last error: ...`` for a message, or nothing."""
+        last = self.last_error or self.connection.last_error
+        return f"; librdkafka's last error: {last}" if last else ""
 
     def _on_error(self, err: KafkaError) -> None:
         self.last_error = err
@@ -209,11 +221,37 @@ _exit_flush_timeout = 30.0
 _atexit_registered = False
 
 
+#: whether a process that lost messages at exit ends with status 1 (the pytest plugin turns
+#: it off: a test session's status is pytest's)
+EXIT_NONZERO_ON_LOSS = True
+
+
 def _flush_at_exit() -> None:
-    """Asynchronously sent messages must not vanish when a script simply ends."""
+    """Asynchronously sent messages must not vanish silently when a script simply ends: wait
+    up to ``producers.flush_timeout`` for them (one deadline for every producer), then give
+    up, say how many were lost and where they were going, and end with status 1."""
+    with _pool_lock:
+        producers = list(_pool.values())
+    if not producers:
+        return
     remaining = flush_all(_exit_flush_timeout)
-    if remaining:
-        log.error("%d message(s) were still undelivered at exit", remaining)
+    if not remaining:
+        return
+    where = sorted({sp.bootstrap for sp in producers})
+    last = next((sp.describe_last_error() for sp in producers
+                 if sp.describe_last_error()), "")
+    log.error("gave up at exit after producers.flush_timeout (%gs): %d message(s) were not "
+              "delivered and are lost (kafka.bootstrap_servers %s%s)", _exit_flush_timeout,
+              remaining, ", ".join(repr(w) for w in where), last)
+    if EXIT_NONZERO_ON_LOSS:
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        # skips librdkafka's teardown too, which would otherwise wait on the dead brokers
+        os._exit(1)
 
 
 def shared_producer(settings: Settings, *, reports: bool = False) -> SharedProducer:
@@ -239,7 +277,8 @@ def _replace(settings: Settings, pool_key: tuple[str, bool]) -> SharedProducer:
             config = settings.producers.config
             sp = _pool[pool_key] = SharedProducer(
                 producer_entry(settings)[1], reports=pool_key[1],
-                user_linger=any(k in config for k in ("linger.ms", "queue.buffering.max.ms")))
+                user_linger=any(k in config for k in ("linger.ms", "queue.buffering.max.ms")),
+                summary_interval=settings.kafka.error_summary_interval)
             _exit_flush_timeout = settings.producers.flush_timeout
             if not _atexit_registered:
                 atexit.register(_flush_at_exit)
@@ -248,9 +287,13 @@ def _replace(settings: Settings, pool_key: tuple[str, bool]) -> SharedProducer:
 
 
 def flush_all(timeout: float) -> int:
+    """Flush every shared producer within ``timeout`` seconds in all (not each); the
+    messages still undelivered."""
     with _pool_lock:
         producers = list(_pool.values())
-    return sum(int(sp.producer.flush(timeout)) for sp in producers)
+    deadline = time.monotonic() + timeout
+    return sum(int(sp.producer.flush(max(0.0, deadline - time.monotonic())))
+               for sp in producers)
 
 
 def close_all(timeout: float) -> int:
@@ -303,7 +346,7 @@ def _drain_async(settings: Settings, topic: str, timeout: float) -> None:
         return
     remaining = int(asp.producer.flush(timeout))
     if remaining:
-        last = f"; librdkafka's last error: {asp.last_error}" if asp.last_error else ""
+        last = asp.describe_last_error()
         raise PublishError(
             f"{remaining} message(s) published asynchronously earlier were not delivered "
             f"within {timeout}s, so the synchronous publish to {topic!r} was not sent (it "
@@ -323,7 +366,7 @@ def deliver(settings: Settings, topic: str, messages: Sequence[Message],
     waiter.refused(len(refused))
     if not waiter.done.wait(timeout):
         sp.note_deliveries(waiter.delivered, waiter.failures)
-        last = f"; librdkafka's last error: {sp.last_error}" if sp.last_error else ""
+        last = sp.describe_last_error()
         raise PublishError(
             f"{waiter.pending} of {len(messages)} message(s) to {topic!r} were not "
             f"acknowledged within {timeout}s (kafka.bootstrap_servers {sp.bootstrap!r}"

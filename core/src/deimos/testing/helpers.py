@@ -333,6 +333,7 @@ def sent_messages(topic: str | None = None) -> list[Message]:
 
 def clear_sent_messages() -> None:
     _test_backend.clear()
+    _wire.clear()
 
 
 def _topic_names(topic: str) -> set[str]:
@@ -357,9 +358,34 @@ def _as_bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+def wire_payload(m: Message) -> Any:
+    """The payload of ``m`` as a consumer decodes it: the bytes the producer encoded, decoded
+    with its schema (Avro defaults filled in, enums and unions as they arrive), or
+    ``m.payload`` when the message cannot be decoded (a producer without a schema backend)."""
+    cached = _wire.get(id(m))
+    if cached is not None and cached[0] is m:
+        return cached[1]
+    decoded = m.payload
+    sb = _test_backend.schema_of(m)
+    if sb is not None and m.encoded_payload is not None:
+        try:
+            decoded = sb.decode(sb.context, [m.encoded_payload])[0]
+        except Exception:
+            decoded = m.payload
+    if len(_wire) > 10_000:
+        _wire.clear()
+    _wire[id(m)] = (m, decoded)
+    return decoded
+
+
+#: ``id(message) -> (message, wire_payload)`` (the message kept: ids are reused)
+_wire: dict[int, tuple[Message, Any]] = {}
+
+
 def _view(m: Message) -> dict[str, Any]:
-    """What an assertion compares and a failure shows of one message."""
-    return {"payload": m.payload, "key": m.key,
+    """What an assertion compares and a failure shows of one message: the payload as a
+    consumer would decode it."""
+    return {"payload": wire_payload(m), "key": m.key,
             "partition_key": m.partition_key, "headers": _header_dict(m.headers)}
 
 
@@ -367,7 +393,8 @@ def _check(m: Message, payload: Any, key: Any, partition_key: Any, headers: Any,
            subset: bool) -> list[str]:
     """The names of the parts of ``m`` that differ from what is expected."""
     wrong = []
-    if payload is not _ANY and not _matches(_to_plain(payload), m.payload, subset):
+    if payload is not _ANY and not _matches(_to_plain(payload), m.payload, subset) and \
+            not _matches(_to_plain(payload), wire_payload(m), subset):
         wrong.append("payload")
     if key is not _ANY and not _matches(key, m.key, subset):
         wrong.append("key")
@@ -397,8 +424,9 @@ def _score(wrong: list[str], m: Message, payload: Any) -> tuple[int, int]:
     """Fewer differing parts first; then payloads sharing more top-level values."""
     shared = 0
     expected = _to_plain(payload)
-    if isinstance(expected, Mapping) and isinstance(m.payload, Mapping):
-        shared = sum(1 for k, v in expected.items() if m.payload.get(k) == v)
+    actual = wire_payload(m)
+    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
+        shared = sum(1 for k, v in expected.items() if actual.get(k) == v)
     return (len(wrong), -shared)
 
 

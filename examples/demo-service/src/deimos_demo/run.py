@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -66,7 +68,11 @@ def _has(module: str) -> bool:
 
 
 class Plan:
-    """The workload: inserts, then updates and deletes of existing widgets, deterministic."""
+    """The workload: inserts, then updates and deletes of existing widgets, deterministic.
+
+    No widget changes twice within one transaction of ``TRANSACTION_SIZE``: the outbox would
+    send the two changes as one message (the later state), and the summary counts messages.
+    """
 
     def __init__(self, changes: int, seed: int = 7) -> None:
         rng = random.Random(seed)
@@ -77,6 +83,17 @@ class Plan:
         self.ops += [("update", rng.randint(1, inserts)) for _ in range(updates)]
         deleted = rng.sample(range(1, inserts + 1), min(deletes, inserts))
         self.ops += [("delete", i) for i in deleted]
+        for chunk in range(0, len(self.ops), TRANSACTION_SIZE):
+            ops = self.ops[chunk:chunk + TRANSACTION_SIZE]
+            taken = {wid for op, wid in ops if op != "update"}
+            if len(ops) >= inserts:
+                continue  # a tiny workload: fewer widgets than changes per transaction
+            for j, (op, wid) in enumerate(ops):
+                if op == "update":
+                    while wid in taken:  # another change of it in this transaction
+                        wid = rng.randint(1, inserts)
+                    taken.add(wid)
+                    self.ops[chunk + j] = (op, wid)
         self.changes = len(self.ops)
         self.gadgets = max(2 * BAD_GADGETS, changes // 100)
 
@@ -162,6 +179,31 @@ def _database(url: str | None, console: Console) -> Iterator[str]:
         yield f"sqlite:///{path}"
 
 
+@contextlib.contextmanager
+def _logs_through(console: Console) -> Iterator[None]:
+    """Log records (the gadget consumer's expected retries, say) printed by the console, so
+    they go above the live progress bars instead of into them."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    replaced = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                and getattr(h, "stream", None) in (sys.stderr, sys.stdout)]
+    if not replaced:
+        yield
+        return
+    rich = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False,
+                       level=replaced[0].level)
+    for h in replaced:
+        root.removeHandler(h)
+    root.addHandler(rich)
+    try:
+        yield
+    finally:
+        root.removeHandler(rich)
+        for h in replaced:
+            root.addHandler(h)
+
+
 def run_demo(messages: int = 100_000, file: str | None = None, keep_running: bool = False,
              console: Console | None = None) -> int:
     console = console or Console()
@@ -232,8 +274,9 @@ def _run(console: Console, base: Any, bootstrap: str, url: str, registry: str | 
 
     t0 = time.perf_counter()
     marks: dict[str, float] = {}
-    with Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
+    with _logs_through(console), Progress(
+            TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console) as progress:
         tasks: dict[str, TaskID] = {
             "write": progress.add_task("write widgets (outbox)", total=plan.changes),
             "relay": progress.add_task("DB producer → Kafka", total=plan.changes),

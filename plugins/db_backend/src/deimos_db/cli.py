@@ -3,17 +3,26 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 import click
+
+from deimos.cli import health_port_option, log_level_option, setup_logging
 
 
 def _settings(ctx: click.Context) -> None:
     from deimos.cli import load_settings
 
     load_settings(ctx)
+
+
+def _start(ctx: click.Context) -> None:
+    """Settings, then the application hook (``--app``/``app``) before anything runs."""
+    from deimos.cli import start_app
+
+    _settings(ctx)
+    start_app(ctx)
 
 
 @click.group("db")
@@ -45,16 +54,17 @@ def init(ctx: click.Context, url: str | None) -> None:
 @click.command("db-producer")
 @click.option("--workers", "-w", type=int, default=None,
               help="worker threads (default: db.producer.workers)")
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option("info")
+@health_port_option
 @click.pass_context
-def db_producer(ctx: click.Context, workers: int | None, log_level: str) -> None:
+def db_producer(ctx: click.Context, workers: int | None, log_level: str,
+                health_port: int | None) -> None:
     """Send the outbox's messages to Kafka until SIGINT/SIGTERM."""
     from .producer import run_db_producer
 
-    logging.basicConfig(level=getattr(logging, log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _settings(ctx)
-    if not run_db_producer(workers):
+    setup_logging(log_level)
+    _start(ctx)
+    if not run_db_producer(workers, health_port=health_port):
         click.echo("deimos db-producer: shutdown timed out; exiting anyway", err=True)
         sys.stdout.flush()
         os._exit(1)
@@ -62,16 +72,17 @@ def db_producer(ctx: click.Context, workers: int | None, log_level: str) -> None
 
 @click.command("db-poller")
 @click.argument("names", nargs=-1)
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option("info")
+@health_port_option
 @click.pass_context
-def db_poller(ctx: click.Context, names: tuple[str, ...], log_level: str) -> None:
+def db_poller(ctx: click.Context, names: tuple[str, ...], log_level: str,
+              health_port: int | None) -> None:
     """Run the DB pollers of [[db.pollers]] (or only NAMES) until SIGINT/SIGTERM."""
     from .poller import run_db_pollers
 
-    logging.basicConfig(level=getattr(logging, log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _settings(ctx)
-    if not run_db_pollers(list(names) or None):
+    setup_logging(log_level)
+    _start(ctx)
+    if not run_db_pollers(list(names) or None, health_port=health_port):
         click.echo("deimos db-poller: shutdown timed out; exiting anyway", err=True)
         sys.stdout.flush()
         os._exit(1)

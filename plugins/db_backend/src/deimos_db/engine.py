@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import datetime as _dt
 import json
+import re
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from deimos.errors import DeimosError
 from deimos.message import Headers, Message
 
 NOTIFY_CHANNEL = "deimos_kafka_messages"
@@ -29,6 +31,41 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+#: the tables ``deimos db init`` makes
+DEIMOS_TABLES = ("kafka_messages", "kafka_topic_info", "kafka_dead_letters", "deimos_poll_info",
+                 "deimos_inbox")
+# SQLite "no such table: x", PostgreSQL 'relation "x" does not exist', MariaDB/MySQL
+# "Table 'db.x' doesn't exist"
+_MISSING_TABLE = re.compile(
+    r"no such table: (?P<a>\w+)|relation \"(?P<b>\w+)\" does not exist|"
+    r"Table '(?:\w+\.)?(?P<c>\w+)' doesn't exist")
+
+
+class MissingTableError(DeimosError):
+    """A table of deimos-db is missing: the error names the fix (``deimos db init``)."""
+
+
+def _explain_missing_table(context: Any) -> BaseException | None:
+    """``handle_error`` listener: a missing deimos-db table becomes an error naming the
+    fix."""
+    statement = (context.statement or "").lstrip()[:8].upper()
+    if statement.startswith(("DESCRIBE", "SHOW", "PRAGMA")):
+        return None  # introspection (MySQL's has_table runs DESCRIBE): expected to fail
+    match = _MISSING_TABLE.search(str(context.original_exception))
+    if match is None:
+        return None
+    table = match["a"] or match["b"] or match["c"]
+    if table not in DEIMOS_TABLES:
+        return None
+    url = context.engine.url.render_as_string() if context.engine is not None else "db.url"
+    error = MissingTableError(
+        f"table {table} does not exist in {url}: run `deimos db init` (or, with Alembic, "
+        f"include deimos_db's migrations; see the outbox guide) "
+        f"[{context.original_exception}]")
+    error.__cause__ = context.sqlalchemy_exception
+    return error
 
 
 def get_engine(url: str, options: dict[str, Any] | None = None) -> sa.Engine:
@@ -47,6 +84,7 @@ def get_engine(url: str, options: dict[str, Any] | None = None) -> sa.Engine:
                 engine = sa.create_engine(url, **options)
                 if engine.dialect.name == "sqlite" and ":memory:" not in url:
                     sa.event.listen(engine, "connect", _sqlite_pragmas)
+                sa.event.listen(engine, "handle_error", _explain_missing_table)
                 _engines[key] = engine
     return engine
 

@@ -16,7 +16,7 @@ row committed late with an earlier timestamp would otherwise be passed by).
 ``state_column IS NULL``), then set ``state_column`` to ``published_state`` (``failed_state``
 for rows that could not be published) and ``publish_timestamp_column`` to now.
 
-**Errors**: a batch that fails is retried ``retries`` times with backoff, then its rows are
+**Errors**: a batch that fails is sent ``retry.attempts`` times with backoff, then its rows are
 published one at a time; the rows that still fail are skipped, logged with their ids, counted
 (``db_poller.batches_errored``) and recorded in ``deimos_poll_info`` (``error``,
 ``batches_errored``), never silently. A row whose message the broker refuses as too large is
@@ -43,6 +43,8 @@ from sqlalchemy.orm import Session
 from deimos.config import Settings, get_settings
 from deimos.consumer import import_class
 from deimos.errors import DeimosError
+from deimos.health import Heartbeat
+from deimos.retry import Backoff
 from deimos.runner import Executor, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
 from deimos.telemetry import Telemetry
@@ -110,6 +112,7 @@ class DbPoller:
     def __init__(self, config: DbPollerSettings, settings: Settings | None = None, *,
                  telemetry: Telemetry | None = None) -> None:
         self.config = config
+        self._backoff = Backoff.from_settings(config.retry)
         self.settings = settings or get_settings()
         db: DbSettings = self.settings.section("db")
         self.engine = get_engine(db.url, db.engine_options)
@@ -132,6 +135,9 @@ class DbPoller:
         self.telemetry = telemetry or get_runtime().telemetry
         self.tags = {"poller": self.name}
         self._stop = threading.Event()
+        #: the last completed poll or batch (liveness); polls completed (readiness)
+        self.beat = Heartbeat()
+        self.polls = 0
         if config.mode == "time_based":
             ts = self.table.c[config.timestamp_column]
             self._aware = bool(getattr(ts.type, "timezone", False))
@@ -139,14 +145,23 @@ class DbPoller:
     def __repr__(self) -> str:
         return f"DbPoller({self.name})"
 
+    def health(self) -> dict[str, Any]:
+        """Liveness and readiness for the health endpoint (:mod:`deimos_db.health`)."""
+        from .health import poller_health
+
+        return poller_health(self)
+
     # -- runnable ---------------------------------------------------------------------------
 
     def run(self) -> None:
         log.info("DB poller %s started (%s, every %ss)", self.name, self.config.mode,
                  self.config.run_every)
+        self.beat.beat()
         while not self._stop.is_set():
             started = time.monotonic()
             self.process_updates()
+            self.polls += 1
+            self.beat.beat()
             self._stop.wait(max(0.0, self.config.run_every - (time.monotonic() - started)))
         log.info("DB poller %s stopped", self.name)
 
@@ -316,14 +331,14 @@ class DbPoller:
                 if too_large and not cfg.skip_too_large_messages:
                     self._save(error=f"{type(exc).__name__}: {exc}"[:4000])
                     raise
-                if too_large or attempt >= cfg.retries or self._stop.is_set():
+                if too_large or attempt + 1 >= cfg.retry.attempts or self._stop.is_set():
                     log.warning("DB poller %s: batch failed (%r); publishing its rows one by "
                                 "one", self.name, exc)
                     break
                 attempt += 1
                 log.warning("DB poller %s: batch failed (attempt %d of %d): %r", self.name,
-                            attempt, cfg.retries + 1, exc)
-                self._stop.wait(cfg.retry_backoff * 2 ** (attempt - 1))
+                            attempt, cfg.retry.attempts, exc)
+                self._stop.wait(self._backoff.delay(attempt))
                 continue
             self._done(len(batch), status)
             return []
@@ -344,6 +359,7 @@ class DbPoller:
         return failed
 
     def _done(self, n: int, status: PollStatus) -> None:
+        self.beat.beat()
         status.batches_processed += 1
         status.messages_processed += n
         self.telemetry.increment("db_poller.batches_processed", 1, self.tags)
@@ -412,7 +428,10 @@ class DbPollerGroup:
 
 
 def run_db_pollers(names: Sequence[str] | None = None, *, install_signals: bool = True,
-                   until: threading.Event | None = None) -> bool:
-    """Run the configured pollers until SIGINT/SIGTERM (or ``until``); True on a clean stop."""
+                   until: threading.Event | None = None,
+                   health_port: int | None = None) -> bool:
+    """Run the configured pollers until SIGINT/SIGTERM (or ``until``); True on a clean stop.
+    ``health_port``: serve the health endpoints there (else ``health.port``)."""
     group = DbPollerGroup(names, get_settings())
-    return run_until_stopped(group.executor, install_signals=install_signals, until=until)
+    return run_until_stopped(group.executor, install_signals=install_signals, until=until,
+                             health_port=health_port)

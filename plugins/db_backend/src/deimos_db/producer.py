@@ -47,6 +47,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from deimos.config import Settings, get_settings
 from deimos.errors import PublishError
+from deimos.health import Heartbeat
 from deimos.kafka.producers import DeliveryWaiter, SharedProducer, shared_producer
 from deimos.message import Message
 from deimos.retry import Backoff
@@ -171,9 +172,18 @@ class DbProducer:
         #: when this worker last had a delivery acknowledged (``time.monotonic()``)
         self._acked_at = time.monotonic()
         self._backoff = retry_backoff(self.ps)
+        #: the loop's last completed pass or batch (liveness), failed passes in a row
+        self.beat = Heartbeat()
+        self.failures = 0
 
     def __repr__(self) -> str:
         return f"DbProducer({self.id})"
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and readiness for the health endpoint (:mod:`deimos_db.health`)."""
+        from .health import producer_health
+
+        return producer_health(self)
 
     # -- runnable ---------------------------------------------------------------------------
 
@@ -182,20 +192,23 @@ class DbProducer:
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True,
                                            name=f"deimos-db-heartbeat-{self.id[:8]}")
         self._heartbeat.start()
-        failures = 0
         try:
             while not self._stop.is_set():
                 generation = self.waker.generation
                 try:
                     done = self.process_next()
-                    failures = 0
+                    self.failures = 0
                 except Exception:
-                    failures += 1
+                    self.failures += 1
                     log.exception("DB producer %s: pass failed; retrying", self.id)
                     done = 0
                     # a dropped connection, a database restart: back off, the pool reconnects
-                    self._stop.wait(self._backoff.delay(failures + 1))
+                    self._stop.wait(self._backoff.delay(self.failures + 1))
+                self.beat.beat()
                 if not done and not self._stop.is_set():
+                    # the Kafka client exists while idle too (its poll thread keeps the
+                    # broker's reachability known to the health endpoint)
+                    shared_producer(self._kafka_settings, reports=True)
                     self.waker.wait(self.ps.poll_interval, generation)
         finally:
             self._stop.set()
@@ -412,6 +425,7 @@ class DbProducer:
                     break
                 result = self.send(unit.topic, rows)
                 self._finish(unit.topic, result)
+                self.beat.beat()
                 done += len(result.delete_ids) + len(result.dead)
                 if result.error is not None:
                     raise result.error
@@ -554,19 +568,24 @@ class DbProducer:
         deadline = time.monotonic() + self.ps.delivery_timeout + 5
         reported = False
         while not waiter.done.wait(1.0):
-            if not reported and sp.last_error is not None and sp.last_error_at > self._acked_at:
-                reported = True
-                self._report_waiting(topic, sp.last_error)
+            if not reported:
+                # connection failures go to the cluster's BrokerConnection, others to sp
+                if sp.connection.failing and sp.connection.last_error:
+                    reported = True
+                    self._report_waiting(topic, sp.connection.last_error)
+                elif sp.last_error is not None and sp.last_error_at > self._acked_at:
+                    reported = True
+                    self._report_waiting(topic, _describe(sp.last_error))
             if time.monotonic() >= deadline:
                 return waiter.done.is_set()
         return True
 
-    def _report_waiting(self, topic: str, error: KafkaError) -> None:
+    def _report_waiting(self, topic: str, error: str) -> None:
         with self._held_lock:
             name = self._held
-        text = f"waiting for Kafka's acknowledgements: {_describe(error)}"[:4000]
+        text = f"waiting for Kafka's acknowledgements: {error}"[:4000]
         log.error("DB producer %s: %s: no acknowledgement yet; librdkafka reports: %s",
-                  self.id, name or topic, _describe(error))
+                  self.id, name or topic, error)
         self.telemetry.increment("db_producer.broker_error", 1, {"topic": topic})
         if name is None:
             return
@@ -631,19 +650,28 @@ class SessionLocks:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._conn: sa.Connection | None = None
+        self._scope: str | None = None
         self._mutex = threading.Lock()
 
     def _connection(self) -> sa.Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if self._scope is None:
+                # where the outbox tables are: PostgreSQL's advisory locks are per database
+                # (not per schema), MySQL's named locks per server
+                self._scope = str(conn.execute(sa.text(
+                    "SELECT current_database() || '.' || current_schema()" if self.postgres
+                    else "SELECT DATABASE()")).scalar())
+            self._conn = conn
         return self._conn
 
-    def _args(self, name: str) -> dict[str, Any]:
+    def args(self, name: str) -> dict[str, Any]:
+        """The lock's key: ``c``/``k`` (PostgreSQL's two-int form) or ``n`` (a name)."""
+        self._connection()
+        scope = f"{self._scope}/{name}".encode()
         if self.postgres:
-            digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
+            digest = hashlib.blake2b(scope, digest_size=4).digest()
             return {"c": _PG_LOCK_CLASS, "k": int.from_bytes(digest, "big", signed=True)}
-        # named locks are per server: the database is part of the name (64 characters max)
-        scope = f"{self.engine.url.database}/{name}".encode()
         return {"n": f"deimos_db:{hashlib.blake2b(scope, digest_size=16).hexdigest()}"}
 
     def acquire(self, name: str) -> bool:
@@ -652,7 +680,7 @@ class SessionLocks:
                else "SELECT GET_LOCK(:n, 0)")
         with self._mutex:
             try:
-                got = self._connection().execute(sa.text(sql), self._args(name)).scalar()
+                got = self._connection().execute(sa.text(sql), self.args(name)).scalar()
             except Exception:
                 self._drop()
                 raise
@@ -665,7 +693,7 @@ class SessionLocks:
             if self._conn is None:
                 return  # the connection went, and its locks with it
             try:
-                self._conn.execute(sa.text(sql), self._args(name))
+                self._conn.execute(sa.text(sql), self.args(name))
             except Exception:
                 log.warning("could not release the session lock of %s; dropping its "
                             "connection (which frees it)", name, exc_info=True)
@@ -840,10 +868,13 @@ class DbProducerGroup:
 
 
 def run_db_producer(workers: int | None = None, *, install_signals: bool = True,
-                    until: threading.Event | None = None) -> bool:
-    """Run the DB producer until SIGINT/SIGTERM (or ``until``); True on a clean stop."""
+                    until: threading.Event | None = None,
+                    health_port: int | None = None) -> bool:
+    """Run the DB producer until SIGINT/SIGTERM (or ``until``); True on a clean stop.
+    ``health_port``: serve the health endpoints there (else ``health.port``)."""
     group = DbProducerGroup(workers, get_settings())
-    return run_until_stopped(group.executor, install_signals=install_signals, until=until)
+    return run_until_stopped(group.executor, install_signals=install_signals, until=until,
+                             health_port=health_port)
 
 
 def iter_rows(engine: sa.Engine, topic: str | None = None) -> Iterable[Any]:

@@ -40,7 +40,9 @@ from sqlalchemy.orm import Session
 
 from deimos.config import get_settings
 from deimos.consumer import BatchConsumer, BatchError, BatchMetadata
+from deimos.errors import TransientError
 from deimos.producer import _to_dict
+from deimos.retry import Backoff
 
 from .engine import get_engine, utcnow
 from .models import deimos_inbox
@@ -54,6 +56,10 @@ _I = deimos_inbox.c
 #: PostgreSQL SQLSTATEs and MySQL/MariaDB error numbers worth retrying the transaction for
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 RETRYABLE_MYSQL_CODES = frozenset({1213, 1205})
+#: the connection is gone: PostgreSQL's class 08 and server shutdowns, MySQL/MariaDB's "server
+#: has gone away", "lost connection", "can't connect", "connection was killed"
+DISCONNECT_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03")
+DISCONNECT_MYSQL_CODES = frozenset({2002, 2003, 2006, 2013, 1927, 4031})
 
 
 def describe(exc: BaseException) -> str:
@@ -78,6 +84,20 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     text = str(orig).lower()
     return "database is locked" in text or "deadlock" in text
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """The database connection was lost or could not be made: the batch is not at fault."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(code, str) and code.startswith(DISCONNECT_SQLSTATE_PREFIXES):
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in DISCONNECT_MYSQL_CODES
 
 
 class RecordMessage:
@@ -163,6 +183,10 @@ class RecordConsumer(BatchConsumer):
                 self._key_casts[name] = lambda v: int(v) if isinstance(v, (str, bytes)) else v
         self._has_created = "created_at" in cols and "created_at" not in self.key_cols
         self._has_updated = "updated_at" in cols and "updated_at" not in self.key_cols
+        #: which automatic time stamps go to a ``DateTime(timezone=True)`` column: those get
+        #: aware UTC, because a naive value is read in the session's ``TimeZone`` there
+        self._aware_stamps = {name for name in ("created_at", "updated_at")
+                              if name in cols and getattr(cols[name].type, "timezone", False)}
         self._stmts: dict[tuple[str, frozenset[str]], Any] = {}
         cls = type(self)
         #: default hooks and one key column: rows are built in one loop
@@ -321,15 +345,33 @@ class RecordConsumer(BatchConsumer):
         return out
 
     def _retrying(self, fn: Callable[[], Any]) -> Any:
+        """Run the transaction ``fn``: again after a deadlock or lock timeout (with backoff),
+        once more on a new connection after a lost one; a connection still lost is a
+        :class:`TransientError`, so the consumer waits and retries the batch with its
+        backoff instead of blaming (and dead-lettering) a record."""
         attempt = 0
+        reconnected = False
+        backoff = Backoff(self.deadlock_backoff, max_backoff=max(1.0, self.deadlock_backoff),
+                          jitter=0.2)
         while True:
             try:
                 return fn()
             except Exception as exc:
+                if is_disconnect(exc):
+                    if not reconnected:
+                        reconnected = True
+                        log.warning("%s: the database connection was lost (%s); running the "
+                                    "transaction again on a new connection",
+                                    type(self).__name__, describe(exc))
+                        continue
+                    raise TransientError(
+                        f"{type(self).__name__}: the database is unreachable "
+                        f"({describe(exc)}); the batch is retried with the consumer's "
+                        "backoff") from exc
                 if attempt >= self.deadlock_retries or not is_retryable(exc):
                     raise
                 attempt += 1
-                delay = self.deadlock_backoff * 2 ** (attempt - 1)
+                delay = backoff.delay(attempt)
                 log.warning("%s: %s; retrying the transaction in %.2fs (attempt %d of %d)",
                             type(self).__name__, describe(exc), delay, attempt,
                             self.deadlock_retries)
@@ -348,10 +390,16 @@ class RecordConsumer(BatchConsumer):
                         self.delete_record(session, m.key)
                     elif self.process_message(m.payload, m.key):
                         record = self.fetch_record(session, m.payload, m.key)
+                        values = self.record_attributes(m.payload, m.key)
+                        stamps = self._stamps()
                         if record is None:
                             record = self.model()
                             self.assign_key(record, m.payload, m.key)
-                        for col, value in self.record_attributes(m.payload, m.key).items():
+                            if self._has_created:
+                                values.setdefault("created_at", stamps["created_at"])
+                        if self._has_updated:
+                            values.setdefault("updated_at", stamps["updated_at"])
+                        for col, value in values.items():
                             setattr(record, attrs_of.get(col, col), value)
                         self.save_record(session, record)
                         session.flush()
@@ -359,6 +407,8 @@ class RecordConsumer(BatchConsumer):
                         self._record_inbox(session.connection(), md, [m.offset])
             try:
                 self._retrying(apply)
+            except TransientError as exc:
+                raise BatchError(m.index, exc) from exc  # the messages before it are done
             except Exception as exc:
                 self._report([FailedMessage(m.index, m.offset, m.key, exc)], md)
                 raise BatchError(m.index, exc) from exc
@@ -399,6 +449,8 @@ class RecordConsumer(BatchConsumer):
         try:
             self._retrying(bulk)
             return
+        except TransientError:
+            raise  # the database, not a record: nothing is rewritten row by row
         except Exception as exc:
             if len(kept) <= 1:
                 index = kept[0].index if kept else 0
@@ -433,6 +485,8 @@ class RecordConsumer(BatchConsumer):
                             self._upsert(conn, [m])
                         savepoint.commit()
                     except Exception as exc:
+                        if is_disconnect(exc):
+                            raise  # the connection, not this row: _retrying decides
                         savepoint.rollback()
                         failures.append(FailedMessage(m.index, m.offset, m.key, exc))
                         continue
@@ -480,7 +534,7 @@ class RecordConsumer(BatchConsumer):
     # -- statements -------------------------------------------------------------------------
 
     def rows_for(self, messages: list[RecordMessage]) -> list[dict[str, Any]]:
-        now = utcnow() if self._has_created or self._has_updated else None
+        now = self._stamps() if self._has_created or self._has_updated else None
         rows = []
         record_attributes = self.record_attributes
         for m in messages:
@@ -491,11 +545,19 @@ class RecordConsumer(BatchConsumer):
                 row.update(m.key_values or self.record_key(m.key, m.payload))
             if now is not None:
                 if self._has_updated and "updated_at" not in row:
-                    row["updated_at"] = now
+                    row["updated_at"] = now["updated_at"]
                 if self._has_created and "created_at" not in row:
-                    row["created_at"] = now
+                    row["created_at"] = now["created_at"]
             rows.append(row)
         return rows
+
+    def _stamps(self) -> dict[str, _dt.datetime]:
+        """The time stamps of a write: naive UTC for a naive column (the same on every
+        database), aware UTC for a time-zone-aware one."""
+        now = utcnow()
+        aware = now.replace(tzinfo=_dt.timezone.utc)
+        return {name: aware if name in self._aware_stamps else now
+                for name in ("created_at", "updated_at")}
 
     def _upsert(self, conn: sa.Connection, messages: list[RecordMessage]) -> None:
         if not messages:

@@ -158,6 +158,10 @@ def converter_for(column: sa.Column[Any]) -> Any:
                 return v
             if t.tzinfo is not None and not aware:
                 t = t.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+            elif t.tzinfo is None and aware:
+                # a time without offset means UTC, as epoch millis do; left naive, a
+                # timestamptz column would read it in the session's TimeZone
+                t = t.replace(tzinfo=_dt.timezone.utc)
             return t
         return to_datetime
     if py is _dt.date:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from deimos.config import PassThrough, Section, _split_commas
+from deimos.config import PassThrough, RetrySettings, Section, _split_commas, rename_deprecated
 
 
 class DbProducerSettings(Section):
@@ -89,10 +89,11 @@ class DbPollerSettings(Section):
     start_from_beginning: bool = Field(
         True, description="a new poller publishes existing rows; false starts from now")
     batch_size: int = Field(1000, gt=0, description="rows per published batch")
-    retries: int = Field(2, ge=0, description="retries of a failed batch before its rows "
-                         "are tried one by one and the failing ones skipped and recorded")
-    retry_backoff: float = Field(0.5, ge=0, description="seconds before the first retry "
-                                 "(doubling)")
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings,
+        description="a failed batch: attempts before its rows are tried one by one and the "
+        "failing ones skipped and recorded, and the waits between them (formerly retries, "
+        "retry_backoff)")
     skip_too_large_messages: bool = Field(
         True, description="a row whose message the broker refuses as too large is skipped "
         "and recorded at once (no retries); false stops the poller at that row")
@@ -104,6 +105,13 @@ class DbPollerSettings(Section):
                                      "could not be published")
     publish_timestamp_column: str | None = Field(
         None, description="state_based: column set to the publish time")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return rename_deprecated(data, {"retries": ("retry.attempts", lambda n: int(n) + 1),
+                                        "retry_backoff": ("retry.backoff", None)},
+                                 "db.pollers[]")
 
     @model_validator(mode="after")
     def _check(self) -> DbPollerSettings:
