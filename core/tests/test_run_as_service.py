@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer as RawProducer
 from kafka_helpers import wait_for
 
 from deimos.testing.broker import GROUP_TIMEOUTS, EmbeddedBroker, create_topic
@@ -49,8 +50,10 @@ def get(port: int, path: str) -> tuple[int | None, Any]:
     return status, json.loads(body)
 
 
-def _config(tmp_path: Path, bootstrap: str, topic: str, extra: str = "") -> Path:
-    timeouts = ", ".join(f'"{k}" = {v}' for k, v in GROUP_TIMEOUTS.items())
+def _config(tmp_path: Path, bootstrap: str, topic: str, extra: str = "",
+            **consumer_config: int) -> Path:
+    timeouts = ", ".join(f'"{k}" = {v}' for k, v in {**GROUP_TIMEOUTS,
+                                                       **consumer_config}.items())
     cfg = tmp_path / "deimos.toml"
     cfg.write_text(f"""
 app = "deimos_testapp:setup"
@@ -150,21 +153,40 @@ def test_health_follows_assignment_and_the_broker_and_the_log_stays_quiet(tmp_pa
                for line in down) == 1
     assert any("still cannot reach" in line and "failure(s)" in line for line in down)
     assert sum("reachable again" in line for line in output.splitlines()) == 1
-    print(f"\nlog lines during 10 s without the broker: {len(down)}")
+    print(f"\nlog lines during 10 s without the broker: {len(down)}\n" + "\n".join(down))
 
 
-def test_metrics_are_scraped_over_http_after_a_produce_and_a_consume(
+def test_metrics_after_a_produce_and_a_consume_and_liveness_of_a_stuck_handler(
         deimos_kafka: str, deimos_topic: Any, tmp_path: Path) -> None:
     topic = deimos_topic()
     port = _free_port()
-    _config(tmp_path, deimos_kafka, topic, extra='[metrics]\nproviders = ["prometheus"]')
+    _config(tmp_path, deimos_kafka, topic, extra='[metrics]\nproviders = ["prometheus"]',
+            **{"max.poll.interval.ms": 6000})
+    gate = tmp_path / "gate"
     # the app hook publishes 5 messages from this process; its consumer then handles them
-    proc = _start(tmp_path, port, TESTAPP_PUBLISH_TOPIC=topic, TESTAPP_PUBLISH_N="5")
+    # and holds the next batch at the gate
+    proc = _start(tmp_path, port, TESTAPP_PUBLISH_TOPIC=topic, TESTAPP_PUBLISH_N="5",
+                  TESTAPP_GATE=str(gate), TESTAPP_HOLD_AFTER="5",
+                  TESTAPP_STARTED=str(tmp_path / "started.txt"))
     try:
         wait_for(lambda: len(_lines(tmp_path / "out.txt")) == 5, timeout=60,
                  what="the 5 messages handled")
         status, text = get(port, "/metrics")
+        assert get(port, "/livez")[0] == 200
+
+        # a handler stuck past max.poll.interval.ms (6 s here): the process is not live
+        p = RawProducer({"bootstrap.servers": deimos_kafka})
+        p.produce(topic, b"stuck")
+        assert p.flush(30) == 0
+        wait_for(lambda: _lines(tmp_path / "started.txt"), timeout=30, what="a held batch")
+        wait_for(lambda: get(port, "/livez")[0] == 503, timeout=30, what="not live")
+        (consumer,) = [r for r in get(port, "/livez")[1]["runnables"]
+                       if r.get("kind") == "consumer"]  # the lag reporter runs too
+        assert not consumer["live"] and consumer["last_iteration_seconds_ago"] > 6
+        gate.touch()
+        wait_for(lambda: get(port, "/livez")[0] == 200, timeout=30, what="live again")
     finally:
+        gate.touch()
         code = _stop(proc)
     assert code == 0, (tmp_path / "run.log").read_text()
     assert status == 200

@@ -105,9 +105,19 @@ def lag(ctx: click.Context, group: str | None, topics: tuple[str, ...], as_json:
     if not groups:
         raise click.ClickException("no consumer group is configured; name one: deimos lag "
                                    "GROUP")
+    from confluent_kafka import KafkaException
+
+    from deimos.inline import unreachable
+
     rows: list[PartitionLag] = []
     for g, g_topics in groups.items():
-        rows += consumer_lag(g, list(topics) or g_topics, settings=settings, timeout=timeout)
+        try:
+            rows += consumer_lag(g, list(topics) or g_topics, settings=settings,
+                                 timeout=timeout)
+        except KafkaException as exc:
+            raise click.ClickException(str(unreachable(
+                settings, f"measuring the lag of group {g}", exc.args[0] if exc.args
+                else exc))) from None
     if as_json:
         click.echo(json.dumps([{"group": r.group, "topic": r.topic, "partition": r.partition,
                                 "committed": r.committed, "high_watermark": r.high,

@@ -10,7 +10,8 @@ Paths (every answer is JSON with each runnable's state; 200 when the check passe
 it does not):
 
 * ``/livez``: every runnable's loop completed an iteration within its bound (a consumer:
-  ``max.poll.interval.ms`` plus its ``max_wait_time``; a DB producer worker or poller: a bound
+  ``max.poll.interval.ms`` plus twice its ``max_wait_time`` and a second; a DB producer
+  worker or poller: a bound
   derived from its own intervals). A failing liveness probe means "restart me".
 * ``/readyz``: live, and every runnable is ready: consumers have partitions assigned and
   reach the brokers; DB producer workers hold a topic lock or are idle while connected to

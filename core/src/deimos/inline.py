@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from deimos.config import KeyConfig, Settings
 from deimos.errors import DeimosError
-from deimos.kafka.config import reader_config
+from deimos.kafka.config import DEFAULT_BOOTSTRAP, reader_config
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
 
 
@@ -57,9 +57,12 @@ def quiet(conf: dict[str, Any], last: LastError) -> dict[str, Any]:
 def unreachable(settings: Settings, what: str, error: Any) -> DeimosError:
     """The error of a command that could not reach the cluster."""
     servers = settings.kafka.bootstrap_servers
-    where = servers if servers else "localhost:9092 (the default: it is not set)"
+    where = servers if servers else f"{DEFAULT_BOOTSTRAP} (the default: it is not set)"
+    if isinstance(error, BaseException) and error.args:
+        error = error.args[0]  # KafkaException(KafkaError)
+    text = error.str() if callable(getattr(error, "str", None)) else str(error)
     return DeimosError(f"{what}: cannot reach Kafka at kafka.bootstrap_servers = {where}: "
-                       f"{error}")
+                       f"{text}")
 
 
 def client_config(settings: Settings) -> dict[str, Any]:

@@ -143,6 +143,8 @@ class LagReporter:
         self.interval = interval
         self.groups = groups if groups is not None else group_topics(self.runtime.settings)
         self._stop = threading.Event()
+        #: partitions already warned about (inconsistent watermarks), once each
+        self._warned: set[tuple[str, str, int]] = set()
 
     def report(self) -> list[PartitionLag]:
         """Measure and report once; a group that cannot be read is logged and skipped."""
@@ -155,6 +157,12 @@ class LagReporter:
                 log.warning("lag: group %s could not be measured: %s", group, exc)
                 continue
             for r in measured:
+                if r.inconsistent and (r.group, r.topic, r.partition) not in self._warned:
+                    self._warned.add((r.group, r.topic, r.partition))
+                    log.warning("lag: %s[%s]: the broker reports high watermark %s, below "
+                                "group %s's committed offset %s: its figure is inconsistent "
+                                "(reported lag 0 is not a measurement)", r.topic, r.partition,
+                                r.high, r.group, r.committed)
                 telemetry.gauge("consumer_lag", r.lag, {
                     "consumer_group": r.group, "topic": r.topic, "partition": str(r.partition)})
             rows += measured

@@ -23,7 +23,7 @@ from deimos.testing.databases import KINDS
 ALL_DATABASES = pytest.mark.parametrize("deimos_database", KINDS, indirect=True)
 
 FAST = {"poll_interval": 0.05, "heartbeat_interval": 0.5, "lock_timeout": 5.0,
-        "retry_backoff": 0.2, "max_retry_backoff": 1.0, "delivery_timeout": 5.0,
+        "retry": {"backoff": 0.2, "max_backoff": 1.0}, "delivery_timeout": 5.0,
         "metrics_interval": 0.2}
 
 
@@ -79,8 +79,15 @@ def config_file(tmp_path: Path, url: str, bootstrap: str, extra: str = "",
     ps = {**FAST, **producer}
     lines = [extra, f'[kafka]\nbootstrap_servers = "{bootstrap}"\n', f'[db]\nurl = "{url}"\n',
              "[db.producer]"]
+    def toml(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {toml(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+
     for k, v in ps.items():
-        lines.append(f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
+        lines.append(f"{k} = {toml(v)}")
     path = tmp_path / "deimos.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

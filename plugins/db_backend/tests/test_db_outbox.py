@@ -170,7 +170,7 @@ def test_without_dead_letters_a_too_large_message_stays_with_its_error(
 
 def test_a_failing_topic_backs_off_with_error_and_retries_recorded_while_others_flow(
         outbox, db, deimos_kafka, deimos_topic):
-    outbox(retry_backoff=0.3, max_retry_backoff=0.3)
+    outbox(retry={"backoff": 0.3, "max_backoff": 0.3})
     good = deimos_topic()
 
     class Bad(deimos.Producer):
@@ -267,7 +267,7 @@ def test_producer_reconnects_after_its_database_connections_are_killed(
         pytest.skip("SQLite has no server connection to drop")
     Orders.topic = deimos_topic()
     app = f"deimos-db-{uuid.uuid4().hex[:8]}"  # only the outbox's connections get killed
-    outbox(batch_size=10, retry_backoff=0.1)
+    outbox(batch_size=10, retry={"backoff": 0.1})
     if kind == "postgresql":
         deimos.configure(deimos.config.get_settings(), db={
             "engine_options": {"connect_args": {"application_name": app}}})
@@ -335,12 +335,22 @@ def test_a_dead_workers_session_lock_frees_its_topic_at_once(outbox, db):
     first, second = DbProducer(), DbProducer()
     assert first._claim(["t"]) == "t"
     assert second._claim(["t"]) is None  # held by a live worker
-    assert first._locks is not None
-    key = first._locks.args("t")
-    assert not _session_lock_free(db, key)
+    assert first._locks is not None and first._locks._conn is not None
+    postgres = db.dialect.name == "postgresql"
+    session = first._locks._conn.execute(sa.text(
+        "SELECT pg_backend_pid()" if postgres else "SELECT CONNECTION_ID()")).scalar()
     first._locks.close()  # its connection is gone, as when the process is SIGKILLed
-    # the server ends the session (and frees its locks) asynchronously: wait until it has
-    wait_for(lambda: _session_lock_free(db, key), 10, "the server to end the session")
+
+    def session_gone() -> bool:
+        # the server ends a closed connection's session (and frees its locks) right after
+        # the close, not within it: wait for that, as a survivor's next poll would
+        with db.connect() as conn:
+            return not conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = :s" if postgres else
+                "SELECT count(*) FROM information_schema.processlist WHERE id = :s"),
+                {"s": session}).scalar()
+
+    wait_for(session_gone, timeout=5, what="the server to end the closed session")
     assert second._claim(["t"]) == "t"
     assert _topic_info(db, "t").locked_by == second.id
     assert not first.heartbeat() and first._lost.is_set()
@@ -350,16 +360,32 @@ def test_retry_backoff_doubles_with_jitter_and_never_exceeds_its_maximum(outbox)
     from deimos_db.producer import retry_backoff
     from deimos_db.settings import DbProducerSettings
 
-    backoff = retry_backoff(DbProducerSettings(retry_backoff=1.0, max_retry_backoff=60.0))
+    backoff = retry_backoff(DbProducerSettings(retry={"backoff": 1.0, "max_backoff": 60.0}))
     assert all(0.8 <= backoff.delay(1) <= 1.2 for _ in range(100))
     assert all(backoff.delay(7) <= 60.0 for _ in range(100))  # 64 s ± 20 % before the cap
 
 
-def _session_lock_free(engine: sa.Engine, key: dict[str, Any]) -> bool:
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            return not conn.execute(sa.text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid::bigint = :c AND objid::bigint = :k"),
-                {"c": key["c"], "k": key["k"] & 0xFFFFFFFF}).scalar()
-        return conn.execute(sa.text("SELECT IS_USED_LOCK(:n) IS NULL"), key).scalar() == 1
+def test_session_locks_of_two_outboxes_on_one_server_do_not_collide(outbox, db):
+    """Two services whose outboxes share a server (PostgreSQL schemas of one database,
+    MariaDB databases of one server) each drain their own topic "t"."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite has no session locks")
+    from deimos.testing.databases import isolated_database
+    from deimos_db import create_tables, get_engine
+    from deimos_db.producer import SessionLocks
+
+    with isolated_database(db.dialect.name if db.dialect.name == "postgresql"
+                           else "mariadb") as other_url:
+        other = get_engine(other_url)
+        create_tables(other)
+        mine, theirs = SessionLocks(db), SessionLocks(other)
+        try:
+            assert mine.acquire("t")
+            assert theirs.acquire("t")  # another outbox: its own lock
+            again = SessionLocks(db)
+            assert not again.acquire("t")  # the same outbox: still exclusive
+            again.close()
+        finally:
+            mine.close()
+            theirs.close()
+            other.dispose()

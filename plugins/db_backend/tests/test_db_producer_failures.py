@@ -81,7 +81,7 @@ def test_rows_stay_while_the_broker_is_down_and_are_all_delivered_after_it_resta
     broker = EmbeddedBroker().start()
     try:
         worker = _worker_that_delivered(broker, db, 20, delivery_timeout=1.5,
-                                        retry_backoff=0.1, max_retry_backoff=0.1)
+                                        retry={"backoff": 0.1, "max_backoff": 0.1})
         topic = Events.topic
         broker.stop()
         _publish(db, 30, 3, start=20)
@@ -116,7 +116,7 @@ def test_sigkill_mid_batch_then_restart_delivers_every_row_at_least_once(
         Events.topic = topic
         n, first = 3000, 100
         config = config_file(tmp_path, url, broker.bootstrap_servers, batch_size=100,
-                              lock_timeout=2.0, heartbeat_interval=0.5)
+                             lock_timeout=2.0, heartbeat_interval=0.5)
         proc = start_producer(config)
         _publish(db, first, 11)
         wait_for(lambda: count_rows(db) == 0, timeout=60, what="the first batch")

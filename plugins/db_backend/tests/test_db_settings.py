@@ -19,3 +19,14 @@ def test_the_old_retry_setting_names_still_work_and_say_their_new_names() -> Non
                        "are both set"):
         DbPollerSettings.model_validate(
             {"producer_class": "m:P", "retry_backoff": 1, "retry": {"backoff": 2}})
+
+
+def test_the_db_producers_old_backoff_names_still_work_and_say_their_new_names() -> None:
+    from deimos_db.settings import DbProducerSettings
+
+    with pytest.warns(FutureWarning) as warned:
+        old = DbProducerSettings.model_validate({"retry_backoff": 2, "max_retry_backoff": 9})
+    assert [str(w.message) for w in warned] == [
+        "db.producer.retry_backoff is deprecated; use db.producer.retry.backoff",
+        "db.producer.max_retry_backoff is deprecated; use db.producer.retry.max_backoff"]
+    assert (old.retry.backoff, old.retry.max_backoff, old.retry.jitter) == (2, 9, 0.2)

@@ -93,3 +93,20 @@ def test_the_metrics_route_answers_the_text_format(deimos_reset: None) -> None:
     status, ctype, body = plugin_routes()["/metrics"]()
     assert status == 200 and ctype.startswith("text/plain")
     assert b"process_cpu_seconds_total" in body or b"python_info" in body
+
+
+def test_the_production_page_lists_every_prometheus_name() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from deimos_prometheus.metrics import markdown_table
+
+    page = (Path(__file__).parents[3] / "docs" / "production.md").read_text()
+    assert markdown_table() in page, "regenerate the table from deimos_prometheus.markdown_table"
+    import re
+
+    blocks = re.findall(r"```yaml\n(.*?)```", page, re.S)
+    assert len(blocks) >= 2
+    kinds = [doc["kind"] for block in blocks for doc in yaml.safe_load_all(block)]
+    assert kinds == ["Deployment", "Deployment", "ScaledObject", "ScaledObject"]

@@ -111,7 +111,7 @@ class KafkaBackend:
 
     @hookimpl
     def deimos_backend_close(self) -> None:
-        close_all(30)
+        close_all()  # within producers.flush_timeout, for all producers together
 
 
 class KafkaAsyncBackend(KafkaBackend):

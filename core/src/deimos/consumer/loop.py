@@ -57,7 +57,7 @@ class ConsumerLoop:
                                           "max.poll.interval.ms", 300000))
         #: seconds without a completed iteration after which this consumer is not live:
         #: librdkafka's own max.poll.interval.ms (it leaves the group then) plus a poll
-        self.live_bound = float(poll_ms) / 1000.0 + settings.max_wait_time + 5.0
+        self.live_bound = float(poll_ms) / 1000.0 + 2 * settings.max_wait_time + 1.0
 
     def __repr__(self) -> str:
         return f"consumer {self.settings.name}"

@@ -188,12 +188,16 @@ class FilteringLogger:
 
 
 def instrument(conf: dict[str, Any], *, summary_interval: float | None = None,
-               on_error: Callable[[KafkaError], None] | None = None) -> dict[str, Any]:
+               on_error: Callable[[KafkaError], None] | None = None,
+               on_connection_error: Callable[[KafkaError], None] | None = None
+               ) -> dict[str, Any]:
     """``conf`` with deimos's logger, error and statistics callbacks for one client.
 
     ``on_error`` gets every error that is not a connection failure (those are the
-    :class:`BrokerConnection`'s); without it, such errors are logged as warnings (fatal ones
-    as errors).
+    :class:`BrokerConnection`'s, which logs them once); without it, such errors are logged
+    as warnings (fatal ones as errors). ``on_connection_error`` also sees the connection
+    failures, to count them (the DB producer reports a broker it cannot reach while a batch
+    still waits), never to log them again.
     """
     bootstrap = str(conf.get("bootstrap.servers", ""))
     conn = connection(bootstrap, summary_interval)
@@ -201,6 +205,8 @@ def instrument(conf: dict[str, Any], *, summary_interval: float | None = None,
     def error_cb(err: KafkaError) -> None:
         if err.code() in CONNECTION_CODES and not err.fatal():
             conn.failed(_reason(err.str()), all_down=err.code() == KafkaError._ALL_BROKERS_DOWN)
+            if on_connection_error is not None:
+                on_connection_error(err)
         elif on_error is not None:
             on_error(err)
         elif err.fatal():

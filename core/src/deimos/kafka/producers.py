@@ -79,7 +79,8 @@ class SharedProducer:
         #: the reachability of the cluster, where connection failures are logged (once)
         self.connection = _connection.connection(self.bootstrap, summary_interval)
         conf = _connection.instrument(conf, summary_interval=summary_interval,
-                                      on_error=self._on_error)
+                                      on_error=self._on_error,
+                                      on_connection_error=self._note_error)
         if reports:
             conf["delivery.report.only.error"] = False
             if not user_linger:
@@ -102,10 +103,13 @@ class SharedProducer:
         last = self.last_error or self.connection.last_error
         return f"; librdkafka's last error: {last}" if last else ""
 
-    def _on_error(self, err: KafkaError) -> None:
+    def _note_error(self, err: KafkaError) -> None:
         self.last_error = err
         self.last_error_at = time.monotonic()
         self.error_count += 1
+
+    def _on_error(self, err: KafkaError) -> None:
+        self._note_error(err)
         if err.fatal():
             log.error("the Kafka producer hit a fatal error and will be replaced: %s", err)
             self.fatal = err
@@ -296,11 +300,15 @@ def flush_all(timeout: float) -> int:
                for sp in producers)
 
 
-def close_all(timeout: float) -> int:
+def close_all(timeout: float | None = None) -> int:
+    """Flush and close every shared producer within ``timeout`` seconds in all (default: the
+    last ``producers.flush_timeout``); the messages still undelivered."""
+    timeout = _exit_flush_timeout if timeout is None else timeout
     with _pool_lock:
         producers = list(_pool.values())
         _pool.clear()
-    return sum(sp.close(timeout) for sp in producers)
+    deadline = time.monotonic() + timeout
+    return sum(sp.close(max(0.0, deadline - time.monotonic())) for sp in producers)
 
 
 class DeliveryWaiter:

@@ -329,6 +329,9 @@ class _StoreRestClient:
 
 
 def _client_class() -> type:
+    from deimos.schema.registry import import_client_module
+
+    import_client_module()
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     class DevRegistryClient(SchemaRegistryClient):

@@ -20,8 +20,10 @@ confluent-kafka's ``schema_registry`` package is imported lazily: core does not 
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -30,6 +32,34 @@ from deimos.errors import SchemaError, TransientError
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
+
+
+@contextlib.contextmanager
+def quiet_authlib() -> Iterator[None]:
+    """Within the block, authlib's deprecation warnings are not shown.
+
+    confluent-kafka's registry client imports authlib, whose modules warn at import time
+    (``AuthlibDeprecationWarning``: its httpx fallback, ``authlib.jose``) and whose
+    ``authlib.deprecate`` installs an ``always`` filter for them, so ``-W ignore`` and
+    ``PYTHONWARNINGS`` cannot hide them: every ``deimos`` command printed one. They concern
+    confluent-kafka's use of authlib, nothing a deimos user can change. The filters in force
+    before the block (authlib's ``always`` included, when it installs it here) are restored.
+    """
+    with warnings.catch_warnings():
+        try:
+            from authlib.deprecate import AuthlibDeprecationWarning
+        except ImportError:  # confluent-kafka without its schemaregistry extra
+            pass
+        else:
+            warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+        yield
+
+
+def import_client_module() -> None:
+    """Import ``confluent_kafka.schema_registry`` with :func:`quiet_authlib` (once; every
+    later import finds it in ``sys.modules``). Registry-backed plugins call it first."""
+    with quiet_authlib(), contextlib.suppress(ImportError):
+        import confluent_kafka.schema_registry  # noqa: F401
 
 
 class RegistryError(SchemaError):
@@ -101,6 +131,7 @@ def registry_client(settings: Settings | None = None,
 
                     client = dev_registry_client(dict(conf))
                 else:
+                    import_client_module()
                     from confluent_kafka.schema_registry import SchemaRegistryClient
 
                     # new_client, not the constructor: only it returns the mock for mock://.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from deimos.schema import registry_import  # noqa: F401  (first: quiets authlib's warnings)
 from deimos_avro.backends import (
     AvroLocalBackend,
     AvroSchemaRegistryBackend,

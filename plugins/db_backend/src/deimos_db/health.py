@@ -2,9 +2,9 @@
 (:mod:`deimos.health`).
 
 * **DB producer worker**: live while its loop completes a pass (or a batch) within
-  ``delivery_timeout + max_retry_backoff + poll_interval`` plus a minute of slack (a batch
+  ``delivery_timeout + retry.max_backoff + poll_interval`` plus a minute of slack (a batch
   waits at most ``delivery_timeout`` for the broker, a failed pass backs off at most
-  ``max_retry_backoff``); ready when its last pass reached the database and it holds a topic
+  ``retry.max_backoff``); ready when its last pass reached the database and it holds a topic
   lock, or is idle with the brokers reachable.
 * **DB poller**: live while it completes a poll (or a batch) within twice ``run_every`` plus
   two minutes; ready once a poll completed and the database answers.
@@ -52,7 +52,7 @@ def database_error(engine: sa.Engine) -> str | None:
 
 def producer_health(worker: DbProducer) -> dict[str, Any]:
     ps = worker.ps
-    bound = ps.delivery_timeout + 5 + ps.max_retry_backoff + ps.poll_interval + 60
+    bound = ps.delivery_timeout + 5 + ps.retry.max_backoff + ps.poll_interval + 60
     age = worker.beat.age()
     live = age < bound
     with worker._held_lock:

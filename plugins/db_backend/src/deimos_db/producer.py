@@ -169,12 +169,12 @@ class DbProducer:
         self._held_lock = threading.Lock()
         self._lost = threading.Event()
         self._heartbeat: threading.Thread | None = None
-        #: when this worker last had a delivery acknowledged (``time.monotonic()``)
-        self._acked_at = time.monotonic()
-        self._backoff = retry_backoff(self.ps)
         #: the loop's last completed pass or batch (liveness), failed passes in a row
         self.beat = Heartbeat()
         self.failures = 0
+        #: when this worker last had a delivery acknowledged (``time.monotonic()``)
+        self._acked_at = time.monotonic()
+        self._backoff = retry_backoff(self.ps)
 
     def __repr__(self) -> str:
         return f"DbProducer({self.id})"
@@ -203,12 +203,9 @@ class DbProducer:
                     log.exception("DB producer %s: pass failed; retrying", self.id)
                     done = 0
                     # a dropped connection, a database restart: back off, the pool reconnects
-                    self._stop.wait(self._backoff.delay(self.failures + 1))
+                    self._stop.wait(self._backoff.delay(self.failures))
                 self.beat.beat()
                 if not done and not self._stop.is_set():
-                    # the Kafka client exists while idle too (its poll thread keeps the
-                    # broker's reachability known to the health endpoint)
-                    shared_producer(self._kafka_settings, reports=True)
                     self.waker.wait(self.ps.poll_interval, generation)
         finally:
             self._stop.set()
@@ -600,10 +597,9 @@ class DbProducer:
 
 
 def retry_backoff(ps: DbProducerSettings) -> Backoff:
-    """A failed topic's wait: ``retry_backoff`` doubling per retry, ±20 % jitter, never
-    longer than ``max_retry_backoff``."""
-    return Backoff(backoff=ps.retry_backoff, max_backoff=ps.max_retry_backoff,
-                   multiplier=2.0, jitter=0.2)
+    """A failed topic's wait: ``retry.backoff`` growing per retry, spread by
+    ``retry.jitter``, never longer than ``retry.max_backoff``."""
+    return Backoff.from_settings(ps.retry)
 
 
 def compact(rows: Sequence[Any]) -> list[Any]:
@@ -650,28 +646,25 @@ class SessionLocks:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._conn: sa.Connection | None = None
-        self._scope: str | None = None
         self._mutex = threading.Lock()
+        #: where the outbox tables are (PostgreSQL: the schema; MySQL/MariaDB: the database):
+        #: advisory locks are per database and named locks per server, so two services whose
+        #: outboxes share a server must not lock each other's topics
+        self._scope = ""
 
     def _connection(self) -> sa.Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            if self._scope is None:
-                # where the outbox tables are: PostgreSQL's advisory locks are per database
-                # (not per schema), MySQL's named locks per server
-                self._scope = str(conn.execute(sa.text(
-                    "SELECT current_database() || '.' || current_schema()" if self.postgres
-                    else "SELECT DATABASE()")).scalar())
-            self._conn = conn
+            self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._scope = str(self._conn.execute(sa.text(
+                "SELECT current_schema()" if self.postgres else "SELECT DATABASE()")).scalar())
         return self._conn
 
-    def args(self, name: str) -> dict[str, Any]:
-        """The lock's key: ``c``/``k`` (PostgreSQL's two-int form) or ``n`` (a name)."""
-        self._connection()
+    def _args(self, name: str) -> dict[str, Any]:
         scope = f"{self._scope}/{name}".encode()
         if self.postgres:
             digest = hashlib.blake2b(scope, digest_size=4).digest()
             return {"c": _PG_LOCK_CLASS, "k": int.from_bytes(digest, "big", signed=True)}
+        # 64 characters at most
         return {"n": f"deimos_db:{hashlib.blake2b(scope, digest_size=16).hexdigest()}"}
 
     def acquire(self, name: str) -> bool:
@@ -680,7 +673,7 @@ class SessionLocks:
                else "SELECT GET_LOCK(:n, 0)")
         with self._mutex:
             try:
-                got = self._connection().execute(sa.text(sql), self.args(name)).scalar()
+                got = self._connection().execute(sa.text(sql), self._args(name)).scalar()
             except Exception:
                 self._drop()
                 raise
@@ -693,7 +686,7 @@ class SessionLocks:
             if self._conn is None:
                 return  # the connection went, and its locks with it
             try:
-                self._conn.execute(sa.text(sql), self.args(name))
+                self._conn.execute(sa.text(sql), self._args(name))
             except Exception:
                 log.warning("could not release the session lock of %s; dropping its "
                             "connection (which frees it)", name, exc_info=True)

@@ -11,7 +11,24 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from deimos.config import PassThrough, RetrySettings, Section, _split_commas, rename_deprecated
+from deimos.config import (
+    BackoffSettings,
+    PassThrough,
+    RetrySettings,
+    Section,
+    _split_commas,
+    rename_deprecated,
+)
+
+
+class DbProducerRetrySettings(BackoffSettings):
+    """How long a topic whose batch failed waits before it is tried again (it is never given
+    up on: the rows stay in the table)."""
+
+    backoff: float = Field(1.0, ge=0, description="seconds before a failed topic retries")
+    max_backoff: float = Field(60.0, ge=0, description="longest wait between retries")
+    jitter: float = Field(0.2, ge=0, lt=1, description="waits spread by this fraction either "
+                          "way, so workers do not retry in step; capped at max_backoff")
 
 
 class DbProducerSettings(Section):
@@ -33,8 +50,9 @@ class DbProducerSettings(Section):
         default_factory=dict,
         description="topic -> shards: a hot topic drained by several workers at once, "
         "every key always in the same shard (per-key order kept)")
-    retry_backoff: float = Field(1.0, ge=0, description="seconds before a failed topic retries")
-    max_retry_backoff: float = Field(60.0, ge=0, description="longest wait between retries")
+    retry: DbProducerRetrySettings = Field(
+        default_factory=DbProducerRetrySettings,
+        description="the waits of a failed topic (formerly retry_backoff, max_retry_backoff)")
     delivery_timeout: float = Field(
         30.0, gt=0, description="seconds a batch may wait for the broker's acknowledgement")
     dead_letter: bool = Field(
@@ -57,6 +75,13 @@ class DbProducerSettings(Section):
 
     def compacts(self, topic: str) -> bool:
         return self.compact_topics == "all" or topic in self.compact_topics
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return rename_deprecated(data, {"retry_backoff": ("retry.backoff", None),
+                                        "max_retry_backoff": ("retry.max_backoff", None)},
+                                 "db.producer")
 
 
 class DbPollerSettings(Section):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from deimos.schema import registry_import  # noqa: F401  (first: quiets authlib's warnings)
 from deimos.schema.registry import RegistryError, registry_client, reset_clients
 from deimos_jsonschema.backends import JsonLocalBackend, JsonSchemaRegistryBackend
 from deimos_jsonschema.schemas import clear_cache

@@ -206,3 +206,20 @@ def _label(tag: str) -> str:
     """A tag as a valid Prometheus label name."""
     out = "".join(c if c.isalnum() or c == "_" else "_" for c in tag)
     return out if out and not out[0].isdigit() else f"_{out}"
+
+
+def markdown_table(namespace: str = "deimos") -> str:
+    """The Prometheus name of every catalogue row, as the table of ``docs/production.md``
+    (a test keeps the page in step)."""
+    rows = ["| Prometheus metric | type | deimos name | labels |", "| --- | --- | --- | --- |"]
+    by_name: dict[str, list[MetricSpec]] = {}
+    for spec in CATALOGUE:
+        by_name.setdefault(prometheus_name(spec.name, spec.kind, spec.unit, namespace),
+                           []).append(spec)
+    for name, specs in by_name.items():
+        first = specs[0]
+        kind = "histogram" if first.kind == "timing" else first.kind
+        variants = ", ".join(f"`{s.variant[0]}=\"{s.variant[1]}\"`" for s in specs if s.variant)
+        rows.append(f"| `{name}` | {kind} | `{first.name}`"
+                    f"{f' ({variants})' if variants else ''} | {', '.join(first.tags)} |")
+    return "\n".join(rows)

@@ -4,6 +4,7 @@ confluent-kafka's schema registry client."""
 
 from __future__ import annotations
 
+from deimos.schema import registry_import  # noqa: F401  (first: quiets authlib's warnings)
 from deimos.schema.registry import RegistryError, registry_client, reset_clients
 from deimos_protobuf.backends import ProtoLocalBackend, ProtoSchemaRegistryBackend
 from deimos_protobuf.convert import to_dict
