@@ -565,19 +565,24 @@ class DbProducer:
         deadline = time.monotonic() + self.ps.delivery_timeout + 5
         reported = False
         while not waiter.done.wait(1.0):
-            if not reported and sp.last_error is not None and sp.last_error_at > self._acked_at:
-                reported = True
-                self._report_waiting(topic, sp.last_error)
+            if not reported:
+                # connection failures go to the cluster's BrokerConnection, others to sp
+                if sp.connection.failing and sp.connection.last_error:
+                    reported = True
+                    self._report_waiting(topic, sp.connection.last_error)
+                elif sp.last_error is not None and sp.last_error_at > self._acked_at:
+                    reported = True
+                    self._report_waiting(topic, _describe(sp.last_error))
             if time.monotonic() >= deadline:
                 return waiter.done.is_set()
         return True
 
-    def _report_waiting(self, topic: str, error: KafkaError) -> None:
+    def _report_waiting(self, topic: str, error: str) -> None:
         with self._held_lock:
             name = self._held
-        text = f"waiting for Kafka's acknowledgements: {_describe(error)}"[:4000]
+        text = f"waiting for Kafka's acknowledgements: {error}"[:4000]
         log.error("DB producer %s: %s: no acknowledgement yet; librdkafka reports: %s",
-                  self.id, name or topic, _describe(error))
+                  self.id, name or topic, error)
         self.telemetry.increment("db_producer.broker_error", 1, {"topic": topic})
         if name is None:
             return
