@@ -12,18 +12,17 @@ refused, so a message that keeps failing is not replayed forever.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from confluent_kafka import Consumer as KafkaConsumer
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from deimos.config import Settings
 from deimos.consumer.dead_letters import ERROR_HEADERS, REPLAY_COUNT_HEADER
 from deimos.errors import DeimosError
-from deimos.inline import LastError, quiet, unreachable
+from deimos.inline import LastError, quiet, read_to_ends, unreachable
 from deimos.kafka.config import reader_config
 from deimos.message import Message
 
@@ -142,21 +141,9 @@ def read_dead_letters(settings: Settings, topic: str, *, partition: int | None =
         if not assign:
             return []
         consumer.assign(assign)
-        out: list[DeadLetter] = []
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for m in consumer.consume(500, 0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise DeimosError(f"reading {topic!r} failed: {err}")
-                p, off = m.partition(), m.offset() or 0
-                if p in pending and off < pending[p]:
-                    out.append(DeadLetter(p, off, m.key(), m.value(),
-                                          list(m.headers() or [])))  # type: ignore[arg-type]
-                    if off >= pending[p] - 1:
-                        del pending[p]
+        out = [DeadLetter(m.partition(), m.offset() or 0, m.key(), m.value(),
+                          list(m.headers() or []))
+               for m in read_to_ends(consumer, topic, pending, timeout)]
         if pending:
             raise DeimosError(f"reading {topic!r}: partitions {sorted(pending)} were not read "
                               f"to their end within {timeout}s")

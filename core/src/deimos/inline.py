@@ -54,6 +54,28 @@ def quiet(conf: dict[str, Any], last: LastError) -> dict[str, Any]:
     return conf
 
 
+def read_to_ends(consumer: Any, topic: str, pending: dict[int, int], timeout: float
+                 ) -> list[Any]:
+    """The messages of an assigned ``consumer`` below ``pending[partition]`` (an end
+    offset), until every partition reached its end or ``timeout`` passed; the partitions not
+    read to their end stay in ``pending``."""
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for m in consumer.consume(500, 0.2):
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise DeimosError(f"reading {topic!r} failed: {err}")
+            p, off = m.partition(), m.offset() or 0
+            if p in pending and off < pending[p]:
+                out.append(m)
+                if off >= pending[p] - 1:
+                    del pending[p]
+    return out
+
+
 def unreachable(settings: Settings, what: str, error: Any) -> DeimosError:
     """The error of a command that could not reach the cluster."""
     servers = settings.kafka.bootstrap_servers
@@ -196,20 +218,7 @@ def get_messages_for(
             return []
         consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in ranges.items()])
         pending = {p: end for p, (_, end) in ranges.items()}
-        raw: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for m in consumer.consume(500, 0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise DeimosError(f"reading {topic!r} failed: {err}")
-                p, off = m.partition(), m.offset() or 0
-                if p in pending and off < pending[p]:
-                    raw.append(m)
-                    if off >= pending[p] - 1:
-                        del pending[p]
+        raw = read_to_ends(consumer, topic, pending, timeout)
     finally:
         consumer.close()
     raw.sort(key=lambda m: (m.timestamp()[1] if m.timestamp()[0] else 0, m.partition(),
