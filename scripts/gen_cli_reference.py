@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+import generated_page
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 BEGIN = "<!-- BEGIN GENERATED: scripts/gen_cli_reference.py -->"
@@ -78,26 +79,8 @@ def generate() -> str:
     return "\n".join(_section(root, ["deimos"], ctx)).rstrip() + "\n"
 
 
-def render(page: str) -> str:
-    head, _, rest = page.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n\n{generate()}\n{END}{tail}"
-
-
 def main(argv: list[str]) -> int:
-    page = PAGE.read_text()
-    if BEGIN not in page or END not in page:
-        print(f"{PAGE} lacks the {BEGIN} / {END} markers", file=sys.stderr)
-        return 1
-    new = render(page)
-    if "--check" in argv:
-        if new != page:
-            print(f"{PAGE} is out of date: run python scripts/gen_cli_reference.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(new)
-    return 0
+    return generated_page.main(argv, PAGE, BEGIN, END, generate, "scripts/gen_cli_reference.py")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import generated_page
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
@@ -240,26 +241,8 @@ def generate() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def render(page: str) -> str:
-    head, _, rest = page.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n\n{generate()}\n{END}{tail}"
-
-
 def main(argv: list[str]) -> int:
-    page = PAGE.read_text()
-    if BEGIN not in page or END not in page:
-        print(f"{PAGE} lacks the {BEGIN} / {END} markers", file=sys.stderr)
-        return 1
-    new = render(page)
-    if "--check" in argv:
-        if new != page:
-            print(f"{PAGE} is out of date: run python scripts/gen_config_reference.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(new)
-    return 0
+    return generated_page.main(argv, PAGE, BEGIN, END, generate, "scripts/gen_config_reference.py")
 
 
 if __name__ == "__main__":
