@@ -15,6 +15,7 @@ from typing import Any
 from deimos.config import ConsumerSettings
 from deimos.consumer.policy import Stop
 from deimos.errors import PublishError
+from deimos.kafka.config import cluster_settings
 from deimos.message import Message
 from deimos.runtime import Runtime
 
@@ -85,6 +86,12 @@ class DeadLetters:
         self.topic = settings.dead_letter_topic
         self.message_limit = settings.dead_letter_error_bytes
         self.runtime = runtime
+        #: where dead letters go: ``dead_letter_cluster``, else the consumer's own cluster
+        #: (checked here, so an unknown name stops the consumer before its first message)
+        self.cluster = settings.dead_letter_cluster or settings.cluster
+        self.kafka_settings = cluster_settings(
+            runtime.settings, self.cluster, where=f"consumer {settings.name}." + (
+                "dead_letter_cluster" if settings.dead_letter_cluster else "cluster"))
         #: writes one batch's dead letters and waits for them (the test helpers swap it)
         self.sender: Callable[[list[Message]], None] = self._send
         self._count = count
@@ -120,7 +127,7 @@ class DeadLetters:
     def _send(self, messages: list[Message]) -> None:
         from deimos.kafka import producers
 
-        producers.deliver(self.runtime.settings, messages[0].topic, messages)
+        producers.deliver(self.kafka_settings, messages[0].topic, messages)
 
     def flush(self, msgs: list[Any]) -> None:
         """Write what is queued for group ``msgs``; :class:`Stop` at the first dead letter
