@@ -98,6 +98,10 @@ class Runtime:
                 self.registry.get(kind, name)
             except PluginError as exc:
                 raise type(exc)(f"{path}: {exc}") from None
+        # token providers are imported here too: a bad path stops the service at its start
+        for cluster in (s.kafka, *s.kafka.clusters.values()):
+            if cluster.sasl_oauth_token_provider:
+                cluster.oauth_token_provider()
 
     def configure_plugin(self, kind: str, name: str) -> None:
         """Give a plugin the settings the first time this runtime uses it."""
