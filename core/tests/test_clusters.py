@@ -25,7 +25,7 @@ import deimos.commands  # registers the commands on cli
 from deimos import config as _config
 from deimos import topics
 from deimos.cli import cli
-from deimos.consumer import Consumer
+from deimos.consumer import Consumer, ConsumerLoop, resolve_settings
 from deimos.errors import ConfigError, PublishError
 from deimos.inline import get_messages_for
 from deimos.kafka import producers as kafka_producers
@@ -204,6 +204,13 @@ def test_unknown_clusters_are_settings_errors(two: tuple[str, str]) -> None:
 
     with pytest.raises(ConfigError, match=r"producer Lost\.cluster: cluster 'nope'"):
         Lost.publish("x")
+    # a consumer class's own names are checked before its loop starts
+    for attrs, where in (({"cluster": "nope"}, "cluster"),
+                         ({"dead_letter_cluster": "nope"}, "dead_letter_cluster")):
+        cs = resolve_settings(_FailOdd, name="odd", topics=["t"], group_id="g",
+                              on_error="dead_letter", dead_letter_topic="d", **attrs)
+        with pytest.raises(ConfigError, match=rf"consumer odd\.{where}: cluster 'nope'"):
+            ConsumerLoop(_FailOdd, cs)
     # a named cluster inherits nothing from the kafka section (credentials stay apart)
     settings = _config.build_settings({"kafka": {
         "sasl_username": "u", "sasl_password": "p", "security_protocol": "SASL_SSL",
@@ -278,3 +285,25 @@ def topics_on(bootstrap: str) -> set[str]:
     from confluent_kafka.admin import AdminClient
 
     return set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics)
+
+
+def test_test_mode_needs_no_clusters_configured(deimos_test_mode: Any) -> None:
+    """Unit tests in test mode publish nowhere: a producer or consumer naming a cluster the
+    test settings do not configure still works there (as Ruby's test helpers stub
+    producer_for)."""
+
+    class Remote(deimos.Producer):
+        topic = "remote"
+        cluster = "analytics"
+
+    Remote.publish("x")
+    deimos_test_mode.assert_sent("remote", "x")
+
+    class RemoteConsumer(_FailOdd):
+        seen: list[str] = []
+        topic = "remote"
+        cluster = "analytics"
+        dead_letter_cluster = "archive"
+
+    deimos_test_mode.consume_message(RemoteConsumer, "2")
+    assert RemoteConsumer.seen == ["2"]

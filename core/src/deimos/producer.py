@@ -29,7 +29,7 @@ from deimos.config import (
     format_errors,
     get_settings,
 )
-from deimos.errors import DeimosError, MissingKeyError, SchemaValidationError
+from deimos.errors import ConfigError, DeimosError, MissingKeyError, SchemaValidationError
 from deimos.kafka.config import cluster_settings
 from deimos.message import Headers, Message, ProduceContext
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
@@ -147,8 +147,15 @@ class Pipeline:
         where = where or f"producer {name}"
         #: what this producer's backend sees: its cluster as ``kafka``, its own librdkafka
         #: properties over ``producers.config``
-        self.kafka_settings = cluster_settings(settings, cluster, kafka_config,
-                                               where=f"{where}.cluster")
+        try:
+            self.kafka_settings = cluster_settings(settings, cluster, kafka_config,
+                                                   where=f"{where}.cluster")
+        except ConfigError:
+            if runtime.backend_override is None:
+                raise
+            # test mode (a runtime of its own, rebuilt when it ends): nothing reaches a
+            # cluster, so test settings need not configure the clusters producers name
+            self.kafka_settings = settings
         self.cluster = cluster or DEFAULT_CLUSTER
         self.runtime = runtime
         self.name = name

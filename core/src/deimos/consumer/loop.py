@@ -58,6 +58,8 @@ class ConsumerLoop:
         #: the settings with this consumer's cluster as the ``kafka`` section
         self.kafka_settings = cluster_settings(self.runtime.settings, settings.cluster,
                                                where=f"consumer {settings.name}.cluster")
+        if settings.dead_letter_topic:
+            self.processor.dead_letters.kafka_settings()  # an unknown cluster: stop here
         poll_ms = settings.config.get("max.poll.interval.ms",
                                       self.kafka_settings.kafka.config.get(
                                           "max.poll.interval.ms", 300000))
