@@ -44,22 +44,22 @@ _BROKER_COUNTS = (
 class StatisticsForwarder:
     """Gauges from the statistics reports of one client; ``tags`` (``client``: producer or
     consumer, ``consumer_group`` for a consumer, the cluster's ``bootstrap``) go on each.
-    ``runtime`` gives the runtime of the current settings (a shared producer outlives the
-    settings it was made for): whether to forward is decided per report."""
+    ``runtime`` gives the runtime to report to (default: the process's current one; a
+    shared producer outlives the settings it was made for), asked per report. It is never
+    built here: a report arriving on librdkafka's thread while no runtime exists (settings
+    just reset) is dropped rather than loading settings and plugins from that thread."""
 
     def __init__(self, tags: Mapping[str, str],
-                 runtime: Callable[[], Runtime] | None = None) -> None:
-        if runtime is None:
-            from deimos.runtime import get_runtime
-
-            runtime = get_runtime
-        self._runtime = runtime
+                 runtime: Callable[[], Runtime | None] | None = None) -> None:
+        self._runtime = runtime or _current_runtime
         self.tags = dict(tags)
         #: (topic, partition) -> lag in the previous report (for ``consumer.lags_delta``)
         self._lags: dict[tuple[str, int], int] = {}
 
     def __call__(self, report: Mapping[str, Any]) -> None:
         runtime = self._runtime()
+        if runtime is None:
+            return
         telemetry = runtime.telemetry
         if not telemetry.metrics_enabled or not runtime.settings.metrics.kafka_statistics:
             return
@@ -107,3 +107,9 @@ class StatisticsForwarder:
         for key in set(self._lags) - seen:
             del self._lags[key]  # revoked: a later assignment starts over
 
+
+
+def _current_runtime() -> Runtime | None:
+    from deimos import runtime
+
+    return runtime._runtime
