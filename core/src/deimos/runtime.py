@@ -37,6 +37,8 @@ class SchemaBackend:
     coerce: Callable[..., Any] | None
     fields: Callable[..., Any] | None
     mock: Callable[..., str] | None
+    #: ``deimos_schema_encoder`` (optional): a one-value encoder for ``publish()``
+    encoder: Callable[..., Callable[[Any], bytes | None] | None] | None = None
     _field_names: frozenset[str] | None = field(default=None, repr=False)
 
     def field_names(self) -> frozenset[str]:
@@ -56,6 +58,8 @@ class Backend:
     #: whether a publish is handed over in chunks of ``max_batch_size`` (a backend that
     #: batches by itself, as librdkafka does, takes each call whole: one wait per call)
     chunked: bool = True
+    #: ``deimos_backend_sender`` (optional): a one-message asynchronous sender
+    sender: Callable[..., Callable[[Any], None] | None] | None = None
 
 
 class Runtime:
@@ -129,6 +133,7 @@ class Runtime:
                 caller("producer_backend", name, "deimos_backend_close"),
                 getattr(info.obj, "default_sync", True),
                 getattr(info.obj, "chunked", True),
+                caller("producer_backend", name, "deimos_backend_sender"),
             )
             self._backends[name] = b
         return b
@@ -161,7 +166,7 @@ class Runtime:
 
         return SchemaBackend(
             name, context, c("encode"), c("decode"), c("encode_key"), c("decode_key"),
-            c("validate"), c("coerce"), c("fields"), c("mock"),
+            c("validate"), c("coerce"), c("fields"), c("mock"), c("encoder"),
         )
 
     def schema_settings(self, own: OwnSchemaSettings | None, where: str = "schema"

@@ -11,7 +11,7 @@ pipeline are kept on its produce context.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -85,16 +85,13 @@ class KafkaBackend:
         hit = context.extra.get("kafka.async")
         if hit is None or hit[0].fatal is not None or hit[0].closed:
             hit = _async_producer(context)
+        self._produce_all(context, hit, messages)
+
+    @staticmethod
+    def _produce_all(context: ProduceContext, hit: tuple[SharedProducer, _AsyncReporter],
+                     messages: Sequence[Message]) -> None:
         sp, reporter = hit
         topic = context.topic
-        if len(messages) == 1 and messages[0].partition_key is None:
-            m = messages[0]  # a per-message publish: no loop, no partition lookup
-            try:
-                sp.producer.produce(topic, m.encoded_payload, m.encoded_key, -1, reporter,
-                                    headers=m.headers)  # type: ignore[arg-type]
-                return
-            except (BufferError, KafkaException):
-                pass  # queue full or refused: the general path below waits or reports
         refused = sp.produce_all(topic, messages, reporter)
         if refused:
             for m, error in refused:
@@ -104,6 +101,31 @@ class KafkaBackend:
             raise PublishError(
                 f"{len(refused)} message(s) to {topic!r} were refused by the client: "
                 f"{refused[0][1]}", refused)
+
+    @hookimpl
+    def deimos_backend_sender(self, context: ProduceContext) -> Callable[[Message], None]:
+        """``publish()``'s path: one ``produce`` call, falling back to the general path
+        when librdkafka's queue is full or refuses the message (it waits or reports)."""
+        topic = context.topic
+        produce_all = self._produce_all
+        state: list[Any] = [None, None]  # the shared producer in use, its bound produce
+
+        def send(m: Message) -> None:
+            hit = context.extra.get("kafka.async")
+            if hit is None or hit[0].fatal is not None or hit[0].closed:
+                hit = _async_producer(context)
+            if hit[0] is not state[0]:
+                state[0], state[1] = hit[0], hit[0].producer.produce
+            try:
+                if m.headers is None:
+                    state[1](topic, m.encoded_payload, m.encoded_key, -1, hit[1])
+                else:
+                    state[1](topic, m.encoded_payload, m.encoded_key, -1, hit[1],
+                             headers=m.headers)
+            except (BufferError, KafkaException):
+                produce_all(context, hit, (m,))
+
+        return send
 
     @hookimpl
     def deimos_backend_flush(self, timeout: float) -> int:

@@ -66,6 +66,12 @@ def encode_plain_keys(keys: Sequence[Any]) -> list[bytes | None]:
     return [None if k is None else k if type(k) is bytes else str(k).encode() for k in keys]
 
 
+def encode_plain_key(k: Any) -> bytes | None:
+    """One plain key (``publish()``'s path), as :func:`encode_plain_keys` encodes each."""
+    tk = type(k)
+    return k.encode() if tk is str else k if tk is bytes or k is None else str(k).encode()
+
+
 def decode_plain_keys(data: Sequence[bytes | None]) -> list[str | None]:
     return [None if d is None else d.decode(errors="replace") for d in data]
 
