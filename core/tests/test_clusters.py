@@ -30,6 +30,8 @@ from deimos.errors import ConfigError, PublishError
 from deimos.inline import get_messages_for
 from deimos.kafka import producers as kafka_producers
 from deimos.kafka.config import cluster_settings, producer_config
+from deimos.lag import LagReporter
+from deimos.runtime import Runtime
 from deimos.testing.broker import EmbeddedBroker, create_topic, has_embedded_broker
 
 pytestmark = pytest.mark.kafka
@@ -265,6 +267,10 @@ dead_letter_topic = "{dlq}"
         lag = runner.invoke(cli, [*base, *args])
         assert lag.exit_code == 0, lag.output
         assert [(r["group"], r["lag"]) for r in json.loads(lag.output)] == [(group, 3)]
+    # deimos run's lag reporter measures each group on its consumers' cluster too
+    settings = _config.build_settings(file=cfg, environ={}).settings
+    rows = LagReporter(Runtime(settings)).report()
+    assert [(r.group, r.topic, r.lag) for r in rows] == [(group, topic, 3)]
     none = runner.invoke(cli, [*base, "lag", "--cluster", "default"])
     assert none.exit_code != 0 and "no consumer group is configured on cluster" in none.output
     bad = runner.invoke(cli, [*base, "tail", topic, "--cluster", "nope"])
@@ -276,7 +282,6 @@ dead_letter_topic = "{dlq}"
         (topic, "ok"), (dlq, "create")}
     default_plan = runner.invoke(cli, [*base, "topics", "plan", "--json"])
     assert default_plan.exit_code == 0 and json.loads(default_plan.output) == []
-    settings = _config.build_settings(file=cfg, environ={}).settings
     assert not topics.apply(settings, cluster="analytics").errors
     assert dlq in topics_on(b) and dlq not in topics_on(a)
 
