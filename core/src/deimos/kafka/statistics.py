@@ -44,14 +44,15 @@ _BROKER_COUNTS = (
 class StatisticsForwarder:
     """Gauges from the statistics reports of one client; ``tags`` (``client``: producer or
     consumer, ``consumer_group`` for a consumer, the cluster's ``bootstrap``) go on each.
-    ``runtime`` gives the runtime to report to (default: the process's current one; a
-    shared producer outlives the settings it was made for), asked per report. It is never
-    built here: a report arriving on librdkafka's thread while no runtime exists (settings
-    just reset) is dropped rather than loading settings and plugins from that thread."""
+    ``runtime`` gives the runtime to report to, asked per report; by default the runtime
+    current when the client was made (held weakly). A shared producer can outlive the
+    settings it was made for: its reports keep going to its own runtime's providers, never to
+    those of later settings, and stop when that runtime is gone. No runtime is ever built
+    here (that would load settings and plugins on librdkafka's thread)."""
 
     def __init__(self, tags: Mapping[str, str],
                  runtime: Callable[[], Runtime | None] | None = None) -> None:
-        self._runtime = runtime or _current_runtime
+        self._runtime = runtime or _runtime_now()
         self.tags = dict(tags)
         #: (topic, partition) -> lag in the previous report (for ``consumer.lags_delta``)
         self._lags: dict[tuple[str, int], int] = {}
@@ -109,7 +110,14 @@ class StatisticsForwarder:
 
 
 
-def _current_runtime() -> Runtime | None:
+def _runtime_now() -> Callable[[], Runtime | None]:
+    """A weak reference to the process's current runtime (a callable giving None when there
+    is none or it is gone)."""
+    import weakref
+
     from deimos import runtime
 
-    return runtime._runtime
+    current = runtime._runtime
+    if current is None:
+        return lambda: None
+    return weakref.ref(current)
