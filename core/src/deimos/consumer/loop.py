@@ -195,8 +195,7 @@ class ConsumerLoop:
             if outcome.handled:
                 last = group[outcome.handled - 1].offset()
                 consumer.store_offsets(offsets=[TopicPartition(topic, partition, last + 1)])
-            self.policy.done(topic, partition,
-                             [m.offset() for m in group[:outcome.handled]], outcome)
+            self.policy.done(topic, partition, group, outcome)
             if outcome.stop is not None:
                 # on_error=raise, a fatal error: keep what succeeded before it, then stop
                 self._commit(consumer)

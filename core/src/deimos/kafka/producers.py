@@ -180,6 +180,21 @@ class SharedProducer:
         not queued but returned with the error ``None``, so a refusal never lets a key's
         later messages overtake it."""
         produce = self.producer.produce
+        # the common case in a tight loop (no partition key, room in the queue, nothing
+        # refused); the first message that is not goes on through the general loop below
+        i = -1
+        try:
+            for i, m in enumerate(messages):  # noqa: B007 (i: where the loop below resumes)
+                if m.partition_key is not None:
+                    break
+                produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
+                        headers=m.headers)  # type: ignore[arg-type]
+            else:
+                return []
+        except (BufferError, KafkaException):
+            pass
+        if i > 0:
+            messages = messages[i:]
         refused: list[tuple[Message, KafkaException | None]] = []
         blocked: set[bytes] = set()
         count = None
