@@ -22,6 +22,7 @@ from deimos.producer import (
     disable_producers,
     flush,
     produce,
+    producer_for,
     producers_disabled,
     tombstone,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "get_settings",
     "hookimpl",
     "produce",
+    "producer_for",
     "producers_disabled",
     "run",
     "tombstone",

@@ -20,9 +20,19 @@ from itertools import repeat
 from operator import is_
 from typing import Any, ClassVar, Literal
 
+from pydantic import ValidationError
+
 from deimos import runtime as _runtime_mod
-from deimos.config import KeyConfig, TopicSettings, get_settings
-from deimos.errors import DeimosError, MissingKeyError, SchemaValidationError
+from deimos.config import (
+    DEFAULT_CLUSTER,
+    KeyConfig,
+    OwnSchemaSettings,
+    TopicSettings,
+    format_errors,
+    get_settings,
+)
+from deimos.errors import ConfigError, DeimosError, MissingKeyError, SchemaValidationError
+from deimos.kafka.config import cluster_settings
 from deimos.message import Headers, Message, ProduceContext
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
 
@@ -130,8 +140,25 @@ class Pipeline:
         max_batch_size: int | None,
         partition_key_fn: Any = None,
         on_error: Any = None,
+        cluster: str | None = None,
+        kafka_config: Mapping[str, Any] | None = None,
+        own: OwnSchemaSettings | None = None,
+        where: str | None = None,
     ) -> None:
         settings = runtime.settings
+        where = where or f"producer {name}"
+        #: what this producer's backend sees: its cluster as ``kafka``, its own librdkafka
+        #: properties over ``producers.config``
+        try:
+            self.kafka_settings = cluster_settings(settings, cluster, kafka_config,
+                                                   where=f"{where}.cluster")
+        except ConfigError:
+            if runtime.backend_override is None:
+                raise
+            # test mode (a runtime of its own, rebuilt when it ends): nothing reaches a
+            # cluster, so test settings need not configure the clusters producers name
+            self.kafka_settings = settings
+        self.cluster = cluster or DEFAULT_CLUSTER
         self.runtime = runtime
         self.name = name
         self.topic = settings.producers.topic_prefix + topic
@@ -140,7 +167,8 @@ class Pipeline:
         self.max_batch_size = max_batch_size or settings.producers.max_batch_size
         self.partition_key_fn = partition_key_fn
         self.schema: SchemaBackend = runtime.schema_backend(
-            topic=self.topic, schema=schema, namespace=namespace, key_config=key_config)
+            topic=self.topic, schema=schema, namespace=namespace, key_config=key_config,
+            own=own, where=where)
         self.schema_context = self.schema.context
         self.coerce = self.schema.coerce
         self.key_kind = key_config.kind
@@ -150,7 +178,7 @@ class Pipeline:
         self.fill_timestamp = "timestamp" in fields
         self.telemetry = runtime.telemetry
         self.tags = {"topic": self.topic}
-        self.context = ProduceContext(self.topic, name, settings, runtime.telemetry,
+        self.context = ProduceContext(self.topic, name, self.kafka_settings, runtime.telemetry,
                                       on_error=on_error, extra={"schema": self.schema})
         #: ``producers.disabled`` of these settings (the settings never change under us)
         self.disabled = settings.producers.disabled
@@ -437,7 +465,8 @@ def _norm_headers(headers: Headers | Mapping[str, Any] | None) -> Headers | None
 
 #: class attributes a producer's pipeline is built from: assigning one rebuilds it
 _PIPELINE_ATTRS = frozenset({"topic", "schema", "namespace", "key_config", "backend",
-                             "max_batch_size", "partition_key", "delivery_failed"})
+                             "max_batch_size", "partition_key", "delivery_failed", "cluster",
+                             "kafka_config", *OwnSchemaSettings.model_fields})
 
 
 class _ProducerMeta(abc.ABCMeta):
@@ -484,6 +513,17 @@ class Producer(metaclass=_ProducerMeta):
     key_config: ClassVar[Any] = "none"
     backend: ClassVar[str | None] = None
     max_batch_size: ClassVar[int | None] = None
+    #: the cluster to publish to: a name under ``kafka.clusters`` (None: the ``kafka``
+    #: section)
+    cluster: ClassVar[str | None] = None
+    #: librdkafka producer properties of this producer over ``producers.config`` (Ruby's
+    #: per-topic ``kafka(...)``); producers with the same properties share a producer
+    kafka_config: ClassVar[Mapping[str, Any] | None] = None
+    #: this producer's own schema backend and registry (None: the ``schema`` section's)
+    schema_backend: ClassVar[str | None] = None
+    registry_url: ClassVar[str | None] = None
+    registry_user: ClassVar[str | None] = None
+    registry_password: ClassVar[str | None] = None
 
     @classmethod
     def partition_key(cls, payload: Any) -> Any:
@@ -517,9 +557,23 @@ class Producer(metaclass=_ProducerMeta):
             max_batch_size=cls.max_batch_size,
             partition_key_fn=cls.partition_key if overridden else None,
             on_error=cls.delivery_failed if on_error else None,
+            cluster=cls.cluster,
+            kafka_config=cls.kafka_config,
+            own=cls._own_schema_settings(),
         )
         _pipelines[cls] = (runtime, pipeline)
         return pipeline
+
+    @classmethod
+    def _own_schema_settings(cls) -> OwnSchemaSettings | None:
+        data = {name: getattr(cls, name) for name in OwnSchemaSettings.model_fields
+                if getattr(cls, name, None) is not None}
+        if not data:
+            return None
+        try:
+            return OwnSchemaSettings.model_validate(data)
+        except ValidationError as exc:
+            raise format_errors(exc, {}, prefix=f"producer {cls.__name__}") from None
 
     @classmethod
     def validate(cls, payload: Any) -> None:
@@ -606,7 +660,8 @@ def produce(
         pipeline = Pipeline(
             runtime, name=f"produce({topic})", topic=ts.topic, schema=ts.schema_name,
             namespace=ts.namespace, key_config=ts.key_config, backend=ts.backend,
-            max_batch_size=None,
+            max_batch_size=None, cluster=ts.cluster, kafka_config=ts.config, own=ts,
+            where=f"producers.topics.{runtime.settings.producers.topics.index(ts)}",
         )
         if any(p.runtime is not runtime for p in _topic_pipelines.values()):
             _topic_pipelines.clear()  # built for earlier settings
@@ -631,3 +686,50 @@ def _topic_settings(runtime: Runtime, topic: str) -> TopicSettings:
 def flush(timeout: float | None = None) -> int:
     """Wait for asynchronously sent messages; returns how many are still undelivered."""
     return get_runtime().flush(timeout)
+
+
+#: ``producers.topics`` topic -> (the settings it was made for, its producer class)
+_topic_classes: dict[str, tuple[Any, type[Producer]]] = {}
+
+
+def producer_for(topic: str) -> type[Producer]:
+    """The producer class that publishes to ``topic`` (Ruby Deimos's ``producer_for``), with
+    its cluster, schema and librdkafka properties: for a topic configured under
+    ``producers.topics``, a class made from that entry; else the one imported
+    :class:`Producer` subclass whose ``topic`` it is. ``deimos.producer_for("orders")
+    .publish(payload)`` then needs no import of the class."""
+    settings = get_settings()
+    prefix = settings.producers.topic_prefix
+    bare = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+    for i, ts in enumerate(settings.producers.topics):
+        if ts.topic in (topic, bare):
+            hit = _topic_classes.get(ts.topic)
+            if hit is not None and hit[0] is settings:
+                return hit[1]
+            attrs: dict[str, Any] = {
+                "topic": ts.topic, "schema": ts.schema_name, "namespace": ts.namespace,
+                "key_config": ts.key_config, "backend": ts.backend, "cluster": ts.cluster,
+                "kafka_config": dict(ts.config) or None,
+                **{name: getattr(ts, name) for name in OwnSchemaSettings.model_fields},
+                "__doc__": f"The producer of producers.topics.{i} ({ts.topic!r})."}
+            made = type(f"TopicProducer_{i}", (Producer,), attrs)
+            _topic_classes[ts.topic] = (settings, made)
+            return made
+    found: list[type[Producer]] = []
+    todo: list[type[Producer]] = list(Producer.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if (getattr(cls, "topic", None) in (topic, bare) and cls not in found
+                and not any(cls is c for _, c in _topic_classes.values())):
+            found.append(cls)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(sorted(f"{c.__module__}.{c.__qualname__}" for c in found))
+        raise DeimosError(f"several producer classes publish to {topic!r} ({names}): "
+                          "use the class itself")
+    configured = ", ".join(t.topic for t in settings.producers.topics) or "none"
+    raise DeimosError(
+        f"no producer for topic {topic!r}: no imported Producer subclass has it as its topic "
+        f"and producers.topics does not configure it (configured: {configured})")

@@ -25,7 +25,8 @@ from deimos.consumer.processor import MessageProcessor
 from deimos.errors import DeimosError
 from deimos.health import Heartbeat
 from deimos.kafka import connection as _connection
-from deimos.kafka.config import consumer_config
+from deimos.kafka.config import cluster_settings, consumer_config
+from deimos.kafka.statistics import StatisticsForwarder
 from deimos.runtime import Runtime, get_runtime
 
 log = logging.getLogger("deimos.consumer")
@@ -54,8 +55,13 @@ class ConsumerLoop:
         #: the poll loop's last completed iteration (liveness)
         self.heartbeat = Heartbeat()
         self.connection: _connection.BrokerConnection | None = None
+        #: the settings with this consumer's cluster as the ``kafka`` section
+        self.kafka_settings = cluster_settings(self.runtime.settings, settings.cluster,
+                                               where=f"consumer {settings.name}.cluster")
+        if settings.dead_letter_topic:
+            self.processor.dead_letters.kafka_settings()  # an unknown cluster: stop here
         poll_ms = settings.config.get("max.poll.interval.ms",
-                                      self.runtime.settings.kafka.config.get(
+                                      self.kafka_settings.kafka.config.get(
                                           "max.poll.interval.ms", 300000))
         #: seconds without a completed iteration after which this consumer is not live:
         #: librdkafka's own max.poll.interval.ms (it leaves the group then) plus a poll
@@ -122,9 +128,13 @@ class ConsumerLoop:
     def run(self) -> None:
         """Poll until :meth:`stop`; the batch in flight finishes and offsets are committed."""
         cs = self.settings
+        base = consumer_config(self.kafka_settings, cs)
         conf = _connection.instrument(
-            consumer_config(self.runtime.settings, cs), on_error=self._on_error,
-            summary_interval=self.runtime.settings.kafka.error_summary_interval)
+            base, on_error=self._on_error,
+            summary_interval=self.kafka_settings.kafka.error_summary_interval,
+            on_stats=StatisticsForwarder(
+                {"client": "consumer", "consumer_group": str(cs.group_id),
+                 "bootstrap": str(base["bootstrap.servers"])}, lambda: self.runtime))
         self.connection = conn = _connection.connection(str(conf["bootstrap.servers"]))
         self.heartbeat.beat()
         consumer = KafkaConsumer(conf)

@@ -42,6 +42,7 @@ from deimos.config import Settings
 from deimos.errors import PublishError
 from deimos.kafka import connection as _connection
 from deimos.kafka.config import producer_entry
+from deimos.kafka.statistics import StatisticsForwarder
 from deimos.message import Message
 from deimos.partitioner import murmur2_partition
 
@@ -78,9 +79,10 @@ class SharedProducer:
         self.bootstrap = str(conf.get("bootstrap.servers", ""))
         #: the reachability of the cluster, where connection failures are logged (once)
         self.connection = _connection.connection(self.bootstrap, summary_interval)
-        conf = _connection.instrument(conf, summary_interval=summary_interval,
-                                      on_error=self._on_error,
-                                      on_connection_error=self._note_error)
+        conf = _connection.instrument(
+            conf, summary_interval=summary_interval, on_error=self._on_error,
+            on_connection_error=self._note_error, on_stats=StatisticsForwarder(
+                {"client": "producer", "bootstrap": self.bootstrap}))
         if reports:
             conf["delivery.report.only.error"] = False
             if not user_linger:
