@@ -131,5 +131,5 @@ def deadlock_retry(session_fn: Callable[[Session], T], *, engine: sa.Engine | No
         with Session(engine) as session, session.begin():
             return session_fn(session)
 
-    return retry_transaction(run, retries=retries, backoff=backoff,
-                             name=name or getattr(session_fn, "__qualname__", "transaction"))
+    label: str = name or getattr(session_fn, "__qualname__", None) or "transaction"
+    return retry_transaction(run, retries=retries, backoff=backoff, name=label)
