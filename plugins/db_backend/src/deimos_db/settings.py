@@ -98,6 +98,9 @@ class DbPollerSettings(Section):
     producer_classes: list[str] = Field(
         default_factory=list, description="several RecordProducers fed the same rows (the "
         "first one's model and poll_query are used)")
+    poller_class: str | None = Field(
+        None, description="'module:Class' of a DbPoller subclass to run instead of DbPoller "
+        "(its producer_classes attribute may name the producers)")
     mode: Literal["time_based", "state_based"] = Field(
         "time_based", description="time_based: rows changed since the last (timestamp, id) "
         "sent; state_based: rows the producer's poll_query says are unpublished, marked "
@@ -140,8 +143,9 @@ class DbPollerSettings(Section):
 
     @model_validator(mode="after")
     def _check(self) -> DbPollerSettings:
-        if not self.producer_class and not self.producer_classes:
-            raise ValueError("a DB poller needs producer_class or producer_classes")
+        if not (self.producer_class or self.producer_classes or self.poller_class):
+            raise ValueError("a DB poller needs producer_class, producer_classes or a "
+                             "poller_class with producer_classes")
         if self.mode == "state_based" and not (self.state_column or
                                                self.publish_timestamp_column):
             raise ValueError("a state_based poller needs state_column or "
@@ -155,7 +159,7 @@ class DbPollerSettings(Section):
 
     @property
     def poller_name(self) -> str:
-        return self.name or self.classes[0]
+        return self.name or (self.classes[0] if self.classes else str(self.poller_class))
 
 
 class DbSettings(Section):
