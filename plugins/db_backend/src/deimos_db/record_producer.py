@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from deimos.message import Message
-from deimos.producer import Producer, Tombstone
+from deimos.producer import Producer, Tombstone, producers_disabled
 from deimos.runtime import get_runtime
 from deimos.schema.base import SchemaField
 
@@ -117,6 +117,8 @@ class RecordProducer(Producer):
                     sync: bool | None = None) -> list[Message]:
         """Publish one message per record (mapped instance or dict of column values), then
         :meth:`post_process` them."""
+        if producers_disabled(cls):
+            return []
         records = records if isinstance(records, list) else list(records)
         payloads, keys = cls.payloads_for(records)
         sent = (cls.publish_list(payloads, keys=keys, force_send=force_send, sync=sync)
