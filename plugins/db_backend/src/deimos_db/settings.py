@@ -46,6 +46,10 @@ class DbProducerSettings(Section):
     compact_topics: list[str] | Literal["all"] = Field(
         default_factory=list,
         description="topics where only the last message per key of a batch is sent; 'all'")
+    log_topics: list[str] | Literal["all"] = Field(
+        default_factory=list,
+        description="topics whose messages are logged (keys and encoded values) at INFO on "
+        "deimos_db.producer as each batch is sent; 'all'")
     split_topics: dict[str, int] = Field(
         default_factory=dict,
         description="topic -> shards: a hot topic drained by several workers at once, "
@@ -62,7 +66,7 @@ class DbProducerSettings(Section):
     metrics_interval: float = Field(
         10.0, gt=0, description="seconds between pending_db_messages_* gauges")
 
-    _split = field_validator("compact_topics", mode="before")(
+    _split = field_validator("compact_topics", "log_topics", mode="before")(
         lambda v: v if v == "all" else _split_commas(v))
 
     @model_validator(mode="after")
@@ -75,6 +79,9 @@ class DbProducerSettings(Section):
 
     def compacts(self, topic: str) -> bool:
         return self.compact_topics == "all" or topic in self.compact_topics
+
+    def logs(self, topic: str) -> bool:
+        return self.log_topics == "all" or topic in self.log_topics
 
     @model_validator(mode="before")
     @classmethod
