@@ -339,6 +339,10 @@ class ProducerSettings(Section):
     flush_timeout: float = Field(30.0, ge=0, description="seconds to flush at shutdown")
     config: PassThrough = Field(default_factory=dict, description="librdkafka producer props")
     topics: list[TopicSettings] = Field(default_factory=list)
+    payload_log: Literal["full", "keys", "count", "headers"] | None = Field(
+        None, description="log every published message on deimos.producer at DEBUG "
+        "(full, keys, count, headers, as consumers[].payload_log); unset logs nothing, so "
+        "the publish path does no logging work; a producer's payload_log attribute wins")
 
 
 def rename_deprecated(data: Any, renames: Mapping[str, tuple[str, Any]], where: str) -> Any:

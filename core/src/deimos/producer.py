@@ -91,9 +91,11 @@ def disable_producers(*classes: type[Producer]) -> Iterator[None]:
 
 
 def producers_disabled(cls: type | None = None) -> bool:
+    """Would ``cls`` (any producer, when None) send nothing now: ``producers.disabled``,
+    a :func:`disable_producers` block, or the class's ``disabled`` attribute."""
     if _disabled_all or get_settings().producers.disabled:
         return True
-    return _class_disabled(cls)
+    return getattr(cls, "disabled", False) is True or _class_disabled(cls)
 
 
 def _class_disabled(cls: type | None) -> bool:
@@ -144,6 +146,8 @@ class Pipeline:
         kafka_config: Mapping[str, Any] | None = None,
         own: OwnSchemaSettings | None = None,
         where: str | None = None,
+        disabled: bool = False,
+        payload_log: str | None = None,
     ) -> None:
         settings = runtime.settings
         where = where or f"producer {name}"
@@ -180,8 +184,13 @@ class Pipeline:
         self.tags = {"topic": self.topic}
         self.context = ProduceContext(self.topic, name, self.kafka_settings, runtime.telemetry,
                                       on_error=on_error, extra={"schema": self.schema})
-        #: ``producers.disabled`` of these settings (the settings never change under us)
-        self.disabled = settings.producers.disabled
+        #: ``producers.disabled`` of these settings (the settings never change under us), or
+        #: the producer class's own ``disabled``
+        self.disabled = settings.producers.disabled or disabled
+        #: the ``payload_log`` mode, None when nothing is logged
+        self.payload_log = payload_log or settings.producers.payload_log
+        #: anything beyond build-and-send: one check on the per-message path for all of them
+        self.special = self.disabled or self.payload_log is not None
         self.tracing = runtime.telemetry.tracing_enabled
         self.encode = self.schema.encode
         self.encode_key = self.schema.encode_key or self._cannot_encode_keys
@@ -256,8 +265,10 @@ class Pipeline:
         """``publish``: :meth:`build` and :meth:`send` for a single message, without the list
         machinery. The first call compiles the per-message path (:meth:`_compile_one`) and
         installs it on this pipeline in place of this method."""
-        if self.disabled:
-            return []
+        if self.special:  # disabled, payload_log: the list path has them
+            return self.publish_many([payload], None if key is None else [key], headers,
+                                     None if partition_key is None else [partition_key],
+                                     None, sync, force_send)
         self.publish_one = self._compile_one()  # type: ignore[method-assign]
         return self.publish_one(payload, key, headers, partition_key, sync, force_send)
 
@@ -347,13 +358,51 @@ class Pipeline:
         self._sender = False if sender is None else sender
         return self._sender
 
+    def publish_many(self, payloads: Sequence[Any], keys: Sequence[Any] | None,
+                     headers: Headers | Mapping[str, Any] | None,
+                     partition_keys: Sequence[Any] | None,
+                     message_headers: Sequence[Headers | Mapping[str, Any] | None] | None,
+                     sync: bool | None, force_send: bool) -> list[Message]:
+        """``publish_list``: :meth:`build`, log the messages (``payload_log``),
+        :meth:`send`."""
+        if self.disabled:
+            return []
+        messages = self.build(payloads, keys, headers, partition_keys, message_headers)
+        if self.payload_log is not None:
+            self._log_payloads(messages)
+        self.send(messages, sync, force_send)
+        return messages
+
+    def _log_payloads(self, messages: list[Message]) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        mode = self.payload_log
+        if mode == "count":
+            log.debug("%s: publishing %d message(s) to %s", self.name, len(messages),
+                      self.topic)
+        elif mode == "keys":
+            log.debug("%s: publishing to %s: keys %r", self.name, self.topic,
+                      [m.key for m in messages])
+        elif mode == "headers":
+            log.debug("%s: publishing to %s: keys %r headers %r", self.name, self.topic,
+                      [m.key for m in messages], [m.headers for m in messages])
+        else:
+            log.debug("%s: publishing to %s: %r", self.name, self.topic,
+                      [(m.key, m.payload) for m in messages])
+
     def build(
         self,
         payloads: Sequence[Any],
         keys: Sequence[Any] | None,
         headers: Headers | Mapping[str, Any] | None,
         partition_keys: Sequence[Any] | None,
+        message_headers: Sequence[Headers | Mapping[str, Any] | None] | None = None,
     ) -> list[Message]:
+        if message_headers is not None and len(message_headers) != len(payloads):
+            raise DeimosError(
+                f"Producer {self.name}: message_headers has {len(message_headers)} entries "
+                f"for {len(payloads)} payloads (one per message, None for none); nothing "
+                "was sent.")
         out_keys: Sequence[Any]
         if (self.coerce is None and _TEXT.issuperset(map(type, payloads))
                 and (keys is None or len(keys) == len(payloads))
@@ -375,7 +424,7 @@ class Pipeline:
         encoded_keys = self._encode_keys(out_keys)
         base_headers = _norm_headers(headers)
         topic = self.topic
-        if partition_keys is None and self.partition_key_fn is None:
+        if partition_keys is None and self.partition_key_fn is None and message_headers is None:
             header_lists = (map(list, repeat(base_headers, len(out_payloads))) if base_headers
                             else repeat(None))
             return list(map(Message, repeat(topic), out_payloads, out_keys, header_lists,
@@ -384,8 +433,10 @@ class Pipeline:
         for i, payload in enumerate(out_payloads):
             pkey = self._partition_key(
                 payload, partition_keys[i] if partition_keys is not None else None)
-            messages.append(Message(topic, payload, out_keys[i],
-                                    list(base_headers) if base_headers else None,
+            own = list(base_headers) if base_headers else None
+            if message_headers is not None and message_headers[i]:
+                own = (own or []) + (_norm_headers(message_headers[i]) or [])
+            messages.append(Message(topic, payload, out_keys[i], own,
                                     pkey, encoded_keys[i], encoded[i]))
         return messages
 
@@ -466,7 +517,8 @@ def _norm_headers(headers: Headers | Mapping[str, Any] | None) -> Headers | None
 #: class attributes a producer's pipeline is built from: assigning one rebuilds it
 _PIPELINE_ATTRS = frozenset({"topic", "schema", "namespace", "key_config", "backend",
                              "max_batch_size", "partition_key", "delivery_failed", "cluster",
-                             "kafka_config", *OwnSchemaSettings.model_fields})
+                             "kafka_config", "disabled", "payload_log",
+                             *OwnSchemaSettings.model_fields})
 
 
 class _ProducerMeta(abc.ABCMeta):
@@ -488,6 +540,8 @@ class _ProducerMeta(abc.ABCMeta):
 
 #: producer class -> (the runtime it was resolved for, its pipeline)
 _pipelines: dict[type, tuple[Runtime, Pipeline]] = {}
+#: (producer class, topic) -> the same, for a per-call ``topic=``
+_topic_override_pipelines: dict[tuple[type, str], tuple[Runtime, Pipeline]] = {}
 
 
 def _forget_pipelines(cls: type) -> None:
@@ -495,6 +549,8 @@ def _forget_pipelines(cls: type) -> None:
     while todo:
         c = todo.pop()
         _pipelines.pop(c, None)
+        for key in [k for k in _topic_override_pipelines if k[0] is c]:
+            del _topic_override_pipelines[key]
         todo.extend(c.__subclasses__())
 
 
@@ -524,6 +580,12 @@ class Producer(metaclass=_ProducerMeta):
     registry_url: ClassVar[str | None] = None
     registry_user: ClassVar[str | None] = None
     registry_password: ClassVar[str | None] = None
+    #: this producer sends nothing (Ruby's per-topic ``disabled``); resolved with the
+    #: pipeline, so assigning it takes effect on the next publish
+    disabled: ClassVar[bool] = False
+    #: log its messages at DEBUG: ``full``, ``keys``, ``count`` or ``headers`` (default:
+    #: ``producers.payload_log``, unset: nothing)
+    payload_log: ClassVar[str | None] = None
 
     @classmethod
     def partition_key(cls, payload: Any) -> Any:
@@ -544,12 +606,32 @@ class Producer(metaclass=_ProducerMeta):
         runtime = get_runtime()
         if entry is not None and entry[0] is runtime:
             return entry[1]
+        pipeline = cls._build_pipeline(runtime, cls.topic)
+        _pipelines[cls] = (runtime, pipeline)
+        return pipeline
+
+    @classmethod
+    def _pipeline_for(cls, topic: str) -> Pipeline:
+        """The pipeline of a per-call ``topic=``: this class's settings on another topic
+        (with ``producers.topic_prefix`` as for the class's own), built once per topic."""
+        if topic == cls.topic:
+            return cls._pipeline()
+        entry = _topic_override_pipelines.get((cls, topic))
+        runtime = get_runtime()
+        if entry is not None and entry[0] is runtime:
+            return entry[1]
+        pipeline = cls._build_pipeline(runtime, topic)
+        _topic_override_pipelines[(cls, topic)] = (runtime, pipeline)
+        return pipeline
+
+    @classmethod
+    def _build_pipeline(cls, runtime: Runtime, topic: str) -> Pipeline:
         overridden = cls.partition_key.__func__ is not Producer.partition_key.__func__  # type: ignore[attr-defined]
         on_error = cls.delivery_failed.__func__ is not Producer.delivery_failed.__func__  # type: ignore[attr-defined]
-        pipeline = Pipeline(
+        return Pipeline(
             runtime,
             name=cls.__name__,
-            topic=cls.topic,
+            topic=topic,
             schema=cls.schema,
             namespace=cls.namespace,
             key_config=KeyConfig.model_validate(cls.key_config),
@@ -560,9 +642,9 @@ class Producer(metaclass=_ProducerMeta):
             cluster=cls.cluster,
             kafka_config=cls.kafka_config,
             own=cls._own_schema_settings(),
+            disabled=cls.disabled,
+            payload_log=cls.payload_log,
         )
-        _pipelines[cls] = (runtime, pipeline)
-        return pipeline
 
     @classmethod
     def _own_schema_settings(cls) -> OwnSchemaSettings | None:
@@ -599,15 +681,21 @@ class Producer(metaclass=_ProducerMeta):
         *,
         sync: bool | None = None,
         force_send: bool = False,
+        topic: str | None = None,
     ) -> list[Message]:
-        """Publish one message (``payload=None`` with a ``key`` is a tombstone)."""
+        """Publish one message (``payload=None`` with a ``key`` is a tombstone);
+        ``topic``: to this topic instead of the class's (same schema and settings)."""
         if _disabled_all or (_disabled_classes and _class_disabled(cls)):
             return []
-        entry = _pipelines.get(cls)
-        if entry is not None and entry[0] is _runtime_mod._runtime:
-            return entry[1].publish_one(payload, key, headers, partition_key, sync, force_send)
-        return cls._pipeline().publish_one(payload, key, headers, partition_key, sync,
-                                           force_send)
+        if topic is None:
+            entry = _pipelines.get(cls)
+            if entry is not None and entry[0] is _runtime_mod._runtime:
+                return entry[1].publish_one(payload, key, headers, partition_key, sync,
+                                            force_send)
+            pipeline = cls._pipeline()
+        else:
+            pipeline = cls._pipeline_for(topic)
+        return pipeline.publish_one(payload, key, headers, partition_key, sync, force_send)
 
     @classmethod
     def publish_list(
@@ -617,24 +705,25 @@ class Producer(metaclass=_ProducerMeta):
         keys: Sequence[Any] | None = None,
         headers: Headers | Mapping[str, Any] | None = None,
         partition_keys: Sequence[Any] | None = None,
+        message_headers: Sequence[Headers | Mapping[str, Any] | None] | None = None,
         sync: bool | None = None,
         force_send: bool = False,
+        topic: str | None = None,
     ) -> list[Message]:
         """Publish many messages; returns the messages handed to the backend.
 
-        Everything is validated and encoded before the first message is sent.
+        ``headers`` go on every message; ``message_headers`` has one entry per payload
+        (headers or None), added after them. ``topic``: to this topic instead of the
+        class's. Everything is validated and encoded before the first message is sent.
         """
         if _disabled_all or (_disabled_classes and _class_disabled(cls)):
             return []
         payloads = payloads if isinstance(payloads, list) else list(payloads)
         if not payloads:
             return []
-        pipeline = cls._pipeline()
-        if pipeline.disabled:
-            return []
-        messages = pipeline.build(payloads, keys, headers, partition_keys)
-        pipeline.send(messages, sync, force_send)
-        return messages
+        pipeline = cls._pipeline() if topic is None else cls._pipeline_for(topic)
+        return pipeline.publish_many(payloads, keys, headers, partition_keys, message_headers,
+                                     sync, force_send)
 
 
 #: ``deimos.produce`` pipelines per topic, for the runtime they were built for
@@ -667,9 +756,7 @@ def produce(
             _topic_pipelines.clear()  # built for earlier settings
         _topic_pipelines[topic] = pipeline
     payloads = messages if isinstance(messages, list) else list(messages)
-    built = pipeline.build(payloads, keys, headers, None)
-    pipeline.send(built, sync, force_send)
-    return built
+    return pipeline.publish_many(payloads, keys, headers, None, None, sync, force_send)
 
 
 def _topic_settings(runtime: Runtime, topic: str) -> TopicSettings:
