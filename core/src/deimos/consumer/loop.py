@@ -35,12 +35,15 @@ class ConsumerLoop:
     """One librdkafka consumer in one thread, polling batches until stopped."""
 
     def __init__(self, cls: type[_Base], settings: ConsumerSettings,
-                 runtime: Runtime | None = None, stop: threading.Event | None = None) -> None:
+                 runtime: Runtime | None = None, stop: threading.Event | None = None,
+                 event_loop: Any = None) -> None:
+        """``event_loop``: where an asyncio handler's coroutines run (an application's loop
+        running in another thread); by default an event loop of the consumer's thread."""
         self.cls = cls
         self.settings = settings
         self.runtime = runtime or get_runtime()
         self.stop_event = stop or threading.Event()
-        self.processor = MessageProcessor(cls(), settings, self.runtime)
+        self.processor = MessageProcessor(cls(), settings, self.runtime, event_loop)
         self.policy = self.processor.policy
         #: paused partitions: (offset to seek back to, monotonic time to resume)
         self._retries: dict[tuple[str, int], tuple[int, float]] = {}
@@ -66,6 +69,9 @@ class ConsumerLoop:
 
     def stop(self) -> None:
         self.stop_event.set()
+        runner = self.runtime.settings.runner
+        grace = runner.cancel_handlers_after
+        self.processor.cancel_after(runner.shutdown_timeout / 2 if grace is None else grace)
 
     def health(self) -> dict[str, Any]:
         """Live while the poll loop keeps completing iterations within
@@ -153,6 +159,7 @@ class ConsumerLoop:
         finally:
             self._commit(consumer)
             consumer.close()
+            self.processor.close()
             self.consumer = None
             self.assignment.clear()
             log.info("consumer %s stopped", cs.name)
