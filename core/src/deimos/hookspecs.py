@@ -23,7 +23,7 @@ dispatch; pluggy still validates every implementation against these specs when i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -108,6 +108,21 @@ def deimos_backend_execute(
         any failure; when false, the backend may return at once and report failures through
         ``context.on_error``.
     :returns: nothing; raises :class:`deimos.errors.PublishError` on a synchronous failure.
+    """
+
+
+@hookspec
+def deimos_backend_execute_async(
+    context: ProduceContext, messages: Sequence[Message], sync: bool
+) -> Awaitable[None]:
+    """Optional: :meth:`deimos_backend_execute` for ``apublish``/``apublish_list``, called
+    on the event loop's thread; it must never block it (wait by awaiting).
+
+    A backend without it is run by ``apublish`` in a worker thread (``asyncio.to_thread``,
+    context variables carried over), so it never blocks the event loop either.
+
+    :returns: an awaitable that ends when the messages are accepted (``sync`` false) or
+        durably delivered (``sync`` true); raises as ``deimos_backend_execute`` does.
     """
 
 

@@ -10,6 +10,7 @@ the first message of the call is handed to the backend.
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as _dt
 import logging
 import threading
@@ -216,21 +217,25 @@ class Pipeline:
             pkey = str(pkey).encode()
         return pkey
 
-    def publish_one(self, payload: Any, key: Any, headers: Headers | Mapping[str, Any] | None,
-                    partition_key: Any, sync: bool | None, force_send: bool) -> list[Message]:
-        """``publish``: :meth:`build` and :meth:`send` for a single message, without the list
-        machinery (this is the per-message hot path)."""
-        if self.disabled:
-            return []
+    def _one(self, payload: Any, key: Any, headers: Headers | Mapping[str, Any] | None,
+             partition_key: Any) -> list[Message]:
+        """One message built without the list machinery (the per-message hot path)."""
         payload, key = self._prepare(payload, key, 0)
         ctx = self.schema_context
         value = self.encode(ctx, (payload,))[0]
         encoded_key = self.encode_key(ctx, (key,))[0] if self.needs_key else None
         pkey = (self._partition_key(payload, partition_key)
                 if partition_key is not None or self.partition_key_fn is not None else None)
-        messages = [Message(self.topic, payload, key,
-                            _norm_headers(headers) if headers else None, pkey, encoded_key,
-                            value)]
+        return [Message(self.topic, payload, key, _norm_headers(headers) if headers else None,
+                        pkey, encoded_key, value)]
+
+    def publish_one(self, payload: Any, key: Any, headers: Headers | Mapping[str, Any] | None,
+                    partition_key: Any, sync: bool | None, force_send: bool) -> list[Message]:
+        """``publish``: :meth:`build` and :meth:`send` for a single message, without the list
+        machinery (this is the per-message hot path)."""
+        if self.disabled:
+            return []
+        messages = self._one(payload, key, headers, partition_key)
         if (sync is None and not force_send and not self.tracing
                 and self.runtime.backend_override is None):
             default = self._default
@@ -288,29 +293,49 @@ class Pipeline:
 
     def send(self, messages: list[Message], sync: bool | None, force_send: bool) -> None:
         backend, do_sync = self._backend(sync, force_send)
-        telemetry = self.telemetry
-        step = self.max_batch_size if backend.chunked else max(1, len(messages))
-        if len(messages) <= step and not telemetry.tracing_enabled:
-            self._execute(backend, messages, do_sync)
-            return
-        for start in range(0, len(messages), step):
-            chunk = messages[start:start + step]
-            if telemetry.tracing_enabled:
-                with telemetry.span(f"send {self.topic}", {
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "send",
-                    "messaging.destination.name": self.topic,
-                    "messaging.batch.message_count": len(chunk),
-                }) as spans:
-                    carrier: dict[str, bytes] = {}
-                    spans.inject(carrier)  # one context per chunk: build its headers once
-                    if carrier:
-                        extra = list(carrier.items())
-                        for m in chunk:
-                            m.headers = m.headers + extra if m.headers else extra[:]
+        if self.telemetry.tracing_enabled:
+            for chunk in self._chunks(backend, messages):
+                with self._send_span(chunk):
                     self._execute(backend, chunk, do_sync)
-            else:
+        else:
+            for chunk in self._chunks(backend, messages):
                 self._execute(backend, chunk, do_sync)
+
+    async def asend(self, messages: list[Message], sync: bool | None,
+                    force_send: bool) -> None:
+        """:meth:`send` from a coroutine: the backend's ``execute_async`` awaited on the
+        event loop, or its ``execute`` in a worker thread when it has none."""
+        backend, do_sync = self._backend(sync, force_send)
+        for chunk in self._chunks(backend, messages):
+            if self.telemetry.tracing_enabled:
+                with self._send_span(chunk):
+                    await self._aexecute(backend, chunk, do_sync)
+            else:
+                await self._aexecute(backend, chunk, do_sync)
+
+    def _chunks(self, backend: Any, messages: list[Message]) -> list[list[Message]]:
+        step = self.max_batch_size if backend.chunked else max(1, len(messages))
+        if len(messages) <= step:
+            return [messages]
+        return [messages[start:start + step] for start in range(0, len(messages), step)]
+
+    @contextmanager
+    def _send_span(self, chunk: list[Message]) -> Iterator[None]:
+        """The producer span of one chunk, its trace context added to the chunk's headers
+        (one context per chunk: the headers are built once)."""
+        with self.telemetry.span(f"send {self.topic}", {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": self.topic,
+            "messaging.batch.message_count": len(chunk),
+        }) as spans:
+            carrier: dict[str, bytes] = {}
+            spans.inject(carrier)
+            if carrier:
+                extra = list(carrier.items())
+                for m in chunk:
+                    m.headers = m.headers + extra if m.headers else extra[:]
+            yield
 
     def _execute(self, backend: Any, chunk: list[Message], sync: bool) -> None:
         try:
@@ -320,6 +345,28 @@ class Pipeline:
             raise
         if self.telemetry.metrics_enabled:
             self.telemetry.increment("publish", len(chunk), self.tags)
+
+    async def _aexecute(self, backend: Any, chunk: list[Message], sync: bool) -> None:
+        try:
+            if backend.execute_async is not None:
+                await backend.execute_async(self.context, chunk, sync)
+            else:
+                await asyncio.to_thread(backend.execute, self.context, chunk, sync)
+        except Exception:
+            self.telemetry.increment("publish_error", len(chunk), self.tags)
+            raise
+        if self.telemetry.metrics_enabled:
+            self.telemetry.increment("publish", len(chunk), self.tags)
+
+    async def apublish_one(self, payload: Any, key: Any,
+                           headers: Headers | Mapping[str, Any] | None, partition_key: Any,
+                           sync: bool | None, force_send: bool) -> list[Message]:
+        """``apublish``: :meth:`publish_one` awaiting the backend."""
+        if self.disabled:
+            return []
+        messages = self._one(payload, key, headers, partition_key)
+        await self.asend(messages, sync, force_send)
+        return messages
 
 
 def _now() -> int:
@@ -485,6 +532,51 @@ class Producer(metaclass=_ProducerMeta):
             return []
         messages = pipeline.build(payloads, keys, headers, partition_keys)
         pipeline.send(messages, sync, force_send)
+        return messages
+
+    @classmethod
+    async def apublish(
+        cls,
+        payload: Any,
+        key: Any = None,
+        headers: Headers | Mapping[str, Any] | None = None,
+        partition_key: Any = None,
+        *,
+        sync: bool | None = None,
+        force_send: bool = False,
+    ) -> list[Message]:
+        """:meth:`publish` from a coroutine, never blocking the event loop: returns once the
+        backend accepted the message (an asynchronous backend: queued) or, with
+        ``sync=True`` (or a synchronous backend), once it was delivered; a delivery error
+        raises here, in the awaiting coroutine."""
+        if _disabled_all or (_disabled_classes and _class_disabled(cls)):
+            return []
+        return await cls._pipeline().apublish_one(payload, key, headers, partition_key, sync,
+                                                  force_send)
+
+    @classmethod
+    async def apublish_list(
+        cls,
+        payloads: Iterable[Any],
+        *,
+        keys: Sequence[Any] | None = None,
+        headers: Headers | Mapping[str, Any] | None = None,
+        partition_keys: Sequence[Any] | None = None,
+        sync: bool | None = None,
+        force_send: bool = False,
+    ) -> list[Message]:
+        """:meth:`publish_list` from a coroutine, as :meth:`apublish` (one wait for the
+        whole list when delivery is awaited)."""
+        if _disabled_all or (_disabled_classes and _class_disabled(cls)):
+            return []
+        payloads = payloads if isinstance(payloads, list) else list(payloads)
+        if not payloads:
+            return []
+        pipeline = cls._pipeline()
+        if pipeline.disabled:
+            return []
+        messages = pipeline.build(payloads, keys, headers, partition_keys)
+        await pipeline.asend(messages, sync, force_send)
         return messages
 
 

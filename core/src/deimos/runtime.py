@@ -54,6 +54,8 @@ class Backend:
     #: whether a publish is handed over in chunks of ``max_batch_size`` (a backend that
     #: batches by itself, as librdkafka does, takes each call whole: one wait per call)
     chunked: bool = True
+    #: ``deimos_backend_execute_async``, where the backend has one (``apublish``)
+    execute_async: Callable[..., Any] | None = None
 
 
 class Runtime:
@@ -118,6 +120,7 @@ class Runtime:
                 caller("producer_backend", name, "deimos_backend_close"),
                 getattr(info.obj, "default_sync", True),
                 getattr(info.obj, "chunked", True),
+                caller("producer_backend", name, "deimos_backend_execute_async"),
             )
             self._backends[name] = b
         return b
