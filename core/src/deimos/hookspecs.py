@@ -115,8 +115,8 @@ def deimos_backend_execute(
 def deimos_backend_execute_async(
     context: ProduceContext, messages: Sequence[Message], sync: bool
 ) -> Awaitable[None]:
-    """Optional: :meth:`deimos_backend_execute` for ``apublish``/``apublish_list``, called
-    on the event loop's thread; it must never block it (wait by awaiting).
+    """Optional: ``deimos_backend_execute`` for ``apublish``/``apublish_list``, called on the
+    event loop's thread; it must never block it (wait by awaiting).
 
     A backend without it is run by ``apublish`` in a worker thread (``asyncio.to_thread``,
     context variables carried over), so it never blocks the event loop either.

@@ -27,6 +27,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from deimos.errors import DeimosError
+
 log = logging.getLogger("deimos.consumer")
 
 T = TypeVar("T")
@@ -64,6 +66,16 @@ class HandlerLoop:
                 return running.result()
             except concurrent.futures.CancelledError:
                 raise asyncio.CancelledError() from None
+        except asyncio.CancelledError:
+            with self._lock:
+                stopping = self._deadline is not None
+            if stopping:
+                raise  # our cancellation at shutdown: the consumer loop ends quietly
+            # cancelled by something else (a task of the application's): not a handler
+            # error the policy could retry, so the consumer restarts from its commit
+            raise DeimosError("an asyncio handler was cancelled, not by the consumer's "
+                              "shutdown; the consumer restarts from its last committed "
+                              "offset") from None
         finally:
             with self._lock:
                 self._running = None

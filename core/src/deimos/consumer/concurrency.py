@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from deimos.consumer.api import _key
+from deimos.consumer.policy import Stop
 
 
 def key_chains(msgs: list[Any], start: int, stop: int) -> list[list[int]]:
@@ -89,13 +90,15 @@ def run_threads(pool: ThreadPoolExecutor, workers: int, chains: list[list[int]],
 
 
 async def run_coroutines(workers: int, chains: list[list[int]],
-                         call: Callable[[int], Awaitable[Any]], stop: int
+                         call: Callable[[int], Awaitable[Any]], start: int, stop: int
                          ) -> tuple[int, BaseException | None]:
-    """Handle ``chains`` with up to ``workers`` coroutines; as :func:`run_threads`. When
-    cancelled (shutdown), every worker is cancelled and the cancellation propagates: none of
-    the batch counts as handled."""
+    """Handle ``chains`` (the indexes ``start..stop-1``) with up to ``workers`` coroutines;
+    as :func:`run_threads`. Cancelled (the consumer's shutdown), every worker is cancelled
+    and :class:`~deimos.consumer.policy.Stop` names the lowest message not finished: the
+    offsets below it are stored, that message and the rest are not."""
     lowest = _Lowest(stop)
     todo = iter(chains)
+    finished: set[int] = set()
 
     async def worker() -> None:
         for chain in todo:  # one event loop thread: the shared iterator needs no lock
@@ -107,13 +110,17 @@ async def run_coroutines(workers: int, chains: list[list[int]],
                 except Exception as exc:
                     lowest.fail(i, exc)
                     break
+                finished.add(i)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(min(workers, len(chains)))]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    except BaseException as exc:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(exc, asyncio.CancelledError):
+            unfinished = next(i for i in range(start, stop + 1) if i not in finished)
+            raise Stop(unfinished, exc) from None
         raise
     return lowest.index, lowest.error

@@ -9,6 +9,7 @@ are committed synchronously. A message to retry pauses its partition for the pol
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -156,6 +157,16 @@ class ConsumerLoop:
                         conn.reachable()
                     self.handle(consumer, msgs)
                 beat()
+        except asyncio.CancelledError as cancelled:
+            if not self.stop_event.is_set():
+                # not the shutdown's (a task of the application's cancelled the handler):
+                # an error, so the runner restarts the consumer from its commit
+                raise DeimosError(f"consumer {cs.name}: an asyncio handler was cancelled, "
+                                  "not by the consumer's shutdown") from cancelled
+            # runner.cancel_handlers_after passed: what finished before is committed below
+            log.warning("consumer %s: asyncio handlers still running at "
+                        "runner.cancel_handlers_after were cancelled; their messages were not "
+                        "committed", cs.name)
         finally:
             self._commit(consumer)
             consumer.close()

@@ -7,6 +7,7 @@ it messages and act on the :class:`~deimos.consumer.policy.Outcome` it returns.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -232,7 +233,7 @@ class MessageProcessor:
             call = self._message_call(msgs, payloads, keys, topic, partition, tags)
             if self.handlers is not None:
                 return self._await(concurrency.run_coroutines(
-                    self.max_concurrency, chains, call, stop))
+                    self.max_concurrency, chains, call, start, stop))
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.max_concurrency,
                                                 f"deimos-{self.settings.name}")
@@ -267,6 +268,8 @@ class MessageProcessor:
                 await call(i)
         except Exception as exc:
             return i, exc
+        except asyncio.CancelledError as cancelled:
+            raise Stop(i, cancelled) from None  # the shutdown: store what finished before
         return stop, None
 
     def _message_call(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
