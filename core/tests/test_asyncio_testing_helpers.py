@@ -164,3 +164,27 @@ def test_thread_max_concurrency_runs_keys_at_once(helpers: None) -> None:
     consume_batch(Threads, ["a1", "a2", "b1"], keys=["a", "a", "b"], max_concurrency=2)
     assert sorted(ran) == ["a1", "a2", "b1"]
     assert ran.index("a1") < ran.index("a2")
+
+
+def test_messages_finished_ahead_of_a_failure_are_not_run_again_on_its_retry(
+        helpers: None) -> None:
+    """Message 1 fails once after 0, 2 and 3 (other keys, quicker) finished: its retry runs
+    it alone."""
+    runs: dict[str, int] = {}
+
+    class Ahead(deimos.AsyncConsumer):
+        topic = "ahead"
+        key_config = "plain"
+        failed = False
+
+        async def consume(self, payload: Any, metadata: Any) -> None:
+            runs[payload] = runs.get(payload, 0) + 1
+            if payload == "m1" and not type(self).failed:
+                await asyncio.sleep(0.05)  # fails after the others have finished
+                type(self).failed = True
+                raise RuntimeError("once")
+            await asyncio.sleep(0.005)
+
+    consume_batch(Ahead, ["m0", "m1", "m2", "m3"], keys=["a", "b", "c", "d"],
+                  max_concurrency=4, retry={"attempts": 3})
+    assert runs == {"m0": 1, "m1": 2, "m2": 1, "m3": 1}

@@ -9,8 +9,9 @@ Handling stops at the first failure in offset order: the result is ``(index, err
 the *lowest* failed message, so the consumer stores offsets only below it, the lowest offset
 not successfully finished, whatever finished after it. No chain starts a message above a
 failure already seen; messages below it are always finished (each could fail lower still).
-Messages above the failure that did finish are handled again when the failed one is
-retried: at-least-once, as a restart after a crash would.
+Messages above the failure that did finish are remembered (``RetryPolicy.finished_ahead``)
+and not handled again when the failed one is retried; only a restart (or a rebalance) before
+the commit passes them hands them out again: at-least-once.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from deimos.consumer.api import _key
 from deimos.consumer.policy import Stop
 
 
-def key_chains(msgs: list[Any], start: int, stop: int) -> list[list[int]]:
-    """The indexes ``start..stop-1`` grouped by raw key, in offset order; the chains in the
-    order of their first message."""
+def key_chains(msgs: list[Any], start: int, stop: int, skip: set[int] | None = None
+               ) -> list[list[int]]:
+    """The indexes ``start..stop-1`` (but those in ``skip``: finished already) grouped by raw
+    key, in offset order; the chains in the order of their first message."""
     by_key: dict[bytes, list[int]] = {}
     chains: list[list[int]] = []
     keys = list(map(_key, msgs[start:stop]))
     for i, k in enumerate(keys, start):
+        if skip and i in skip:
+            continue
         if k is None:
             chains.append([i])
             continue
@@ -61,9 +65,10 @@ class _Lowest:
 
 
 def run_threads(pool: ThreadPoolExecutor, workers: int, chains: list[list[int]],
-                call: Callable[[int], Any], stop: int) -> tuple[int, BaseException | None]:
-    """Handle ``chains`` on up to ``workers`` threads of ``pool``; ``(lowest failed index,
-    its error)``, or ``(stop, None)``."""
+                call: Callable[[int], Any], stop: int, finished: set[int]
+                ) -> tuple[int, BaseException | None]:
+    """Handle ``chains`` on up to ``workers`` threads of ``pool``, adding each index that
+    succeeded to ``finished``; ``(lowest failed index, its error)``, or ``(stop, None)``."""
     lowest = _Lowest(stop)
     todo = iter(chains)
     take = threading.Lock()
@@ -82,6 +87,8 @@ def run_threads(pool: ThreadPoolExecutor, workers: int, chains: list[list[int]],
                 except Exception as exc:
                     lowest.fail(i, exc)
                     break
+                with lowest.lock:
+                    finished.add(i)
 
     futures = [pool.submit(worker) for _ in range(min(workers, len(chains)))]
     for f in futures:
@@ -90,15 +97,15 @@ def run_threads(pool: ThreadPoolExecutor, workers: int, chains: list[list[int]],
 
 
 async def run_coroutines(workers: int, chains: list[list[int]],
-                         call: Callable[[int], Awaitable[Any]], start: int, stop: int
-                         ) -> tuple[int, BaseException | None]:
-    """Handle ``chains`` (the indexes ``start..stop-1``) with up to ``workers`` coroutines;
-    as :func:`run_threads`. Cancelled (the consumer's shutdown), every worker is cancelled
-    and :class:`~deimos.consumer.policy.Stop` names the lowest message not finished: the
-    offsets below it are stored, that message and the rest are not."""
+                         call: Callable[[int], Awaitable[Any]], start: int, stop: int,
+                         finished: set[int]) -> tuple[int, BaseException | None]:
+    """Handle ``chains`` (the indexes ``start..stop-1`` not in ``finished`` already) with up
+    to ``workers`` coroutines; as :func:`run_threads`. Cancelled (the consumer's shutdown),
+    every worker is cancelled and :class:`~deimos.consumer.policy.Stop` names the lowest
+    message not finished: the offsets below it are stored, that message and the rest are
+    not."""
     lowest = _Lowest(stop)
     todo = iter(chains)
-    finished: set[int] = set()
 
     async def worker() -> None:
         for chain in todo:  # one event loop thread: the shared iterator needs no lock

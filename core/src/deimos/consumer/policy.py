@@ -83,6 +83,9 @@ class RetryPolicy:
         self._attempts: dict[tuple[str, int, int], int] = {}
         #: consecutive transient failures per partition: the backoff of an outage
         self._outages: dict[tuple[str, int], int] = {}
+        #: offsets that finished ahead of a failed message under ``max_concurrency``: its
+        #: retry does not handle them again
+        self._ahead: dict[tuple[str, int], set[int]] = {}
 
     def attempt(self, topic: str, partition: int, offset: int) -> int:
         """The number of the attempt about to be made at the message (1 for the first)."""
@@ -104,16 +107,30 @@ class RetryPolicy:
         self._attempts[key] = attempt
         return Retry(offset, attempt, self.backoff.delay(attempt), counted=True)
 
+    def ahead(self, topic: str, partition: int) -> set[int]:
+        """Offsets of the partition already handled ahead of a failure (not to run again)."""
+        return self._ahead.get((topic, partition)) or set()
+
+    def finished_ahead(self, topic: str, partition: int, offsets: set[int]) -> None:
+        self._ahead.setdefault((topic, partition), set()).update(offsets)
+
     def done(self, topic: str, partition: int, offsets: list[int], outcome: Outcome) -> None:
         """Forget what the messages at ``offsets`` (now done) were counted."""
         if self._attempts:
             for off in offsets:
                 self._attempts.pop((topic, partition, off), None)
+        if self._ahead:
+            ahead = self._ahead.get((topic, partition))
+            if ahead:
+                ahead.difference_update(offsets)
+                if not ahead:
+                    del self._ahead[(topic, partition)]
         if self._outages and not outcome.transient:
             self._outages.pop((topic, partition), None)
 
     def forget(self, topic: str, partition: int) -> None:
         """The partition was revoked: whoever gets it next counts afresh."""
         self._outages.pop((topic, partition), None)
+        self._ahead.pop((topic, partition), None)
         for key in [k for k in self._attempts if k[0] == topic and k[1] == partition]:
             del self._attempts[key]

@@ -229,20 +229,16 @@ class MessageProcessor:
         failure (the lowest, under ``max_concurrency``), or ``(stop, None)``."""
         tel = self.telemetry
         if self.max_concurrency > 1 and stop - start > 1:
-            chains = concurrency.key_chains(msgs, start, stop)
-            call = self._message_call(msgs, payloads, keys, topic, partition, tags)
-            if self.handlers is not None:
-                return self._await(concurrency.run_coroutines(
-                    self.max_concurrency, chains, call, start, stop))
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_concurrency,
-                                                f"deimos-{self.settings.name}")
-            return concurrency.run_threads(self._pool, self.max_concurrency, chains, call,
-                                           stop)
-        if self.handlers is not None:
-            return self._await(self._run_in_order(
-                self._message_call(msgs, payloads, keys, topic, partition, tags), start, stop))
+            return self._run_concurrently(msgs, payloads, keys, start, stop, topic, partition,
+                                          tags)
         consume = self.handler.consume  # type: ignore[attr-defined]
+        if self.handlers is not None:
+            if tel.tracing_enabled or tel.metrics_enabled:
+                return self._await(self._run_in_order(
+                    self._message_call(msgs, payloads, keys, topic, partition, tags), start,
+                    stop))
+            return self._await(_consume_in_order(consume, msgs, payloads, keys, start, stop,
+                                                 topic, partition))
         i = start
         try:
             if tel.tracing_enabled or tel.metrics_enabled:
@@ -258,6 +254,31 @@ class MessageProcessor:
         except Exception as exc:
             return i, exc
         return stop, None
+
+    def _run_concurrently(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
+                          start: int, stop: int, topic: str, partition: int,
+                          tags: dict[str, dict[str, str]]) -> tuple[int, BaseException | None]:
+        """``max_concurrency``: the messages by key on coroutines or worker threads; what
+        finished above a failure is remembered, so its retry does not run them again."""
+        ahead = self.policy.ahead(topic, partition)
+        finished = ({j for j in range(start, stop) if msgs[j].offset() in ahead} if ahead
+                    else set())
+        chains = concurrency.key_chains(msgs, start, stop, finished)
+        call = self._message_call(msgs, payloads, keys, topic, partition, tags)
+        if self.handlers is not None:
+            i, exc = self._await(concurrency.run_coroutines(
+                self.max_concurrency, chains, call, start, stop, finished))
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_concurrency,
+                                                f"deimos-{self.settings.name}")
+            i, exc = concurrency.run_threads(self._pool, self.max_concurrency, chains, call,
+                                             stop, finished)
+        if exc is not None:
+            later = {msgs[j].offset() for j in finished if j > i}
+            if later:
+                self.policy.finished_ahead(topic, partition, later)
+        return i, exc
 
     @staticmethod
     async def _run_in_order(call: Callable[[int], Any], start: int, stop: int
@@ -431,6 +452,27 @@ class MessageProcessor:
         else:
             log.debug("received from %s[%d]: %r", topic, partition,
                       list(zip(keys if keys is not None else map(_key, msgs), payloads)))
+
+
+async def _consume_in_order(consume: Any, msgs: list[Any], payloads: list[Any],
+                            keys: list[Any] | None, start: int, stop: int, topic: str,
+                            partition: int) -> tuple[int, BaseException | None]:
+    """An asyncio handler over ``msgs[start:stop]`` without telemetry: the per-message hot
+    path (one coroutine per message, awaited in place: the event loop is entered only when
+    the handler suspends)."""
+    i = start
+    try:
+        if keys is None:
+            for i in range(start, stop):
+                await consume(payloads[i], Metadata(msgs[i], _RAW, topic, partition))
+        else:
+            for i in range(start, stop):
+                await consume(payloads[i], Metadata(msgs[i], keys[i], topic, partition))
+    except Exception as exc:
+        return i, exc
+    except asyncio.CancelledError as cancelled:
+        raise Stop(i, cancelled) from None  # the shutdown: store what finished before
+    return stop, None
 
 
 def _link_headers(msgs: list[Any]) -> list[dict[str, bytes]]:
