@@ -10,6 +10,7 @@ the first message of the call is handed to the backend.
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as _dt
 import logging
 import threading
@@ -200,8 +201,8 @@ class Pipeline:
         self._default: tuple[Any, bool] | None = None
         #: publish()'s value and key encoders (see _resolve_one) and the backend's
         #: one-message sender (``False``: none; see _resolve_sender)
-        self._one: tuple[Callable[[Any], bytes | None],
-                         Callable[[Any], bytes | None]] | None = None
+        self._encoders: tuple[Callable[[Any], bytes | None],
+                              Callable[[Any], bytes | None]] | None = None
         self._sender: Callable[[Message], None] | Literal[False] | None = None
 
     def _prepare(self, payload: Any, key: Any, index: int) -> tuple[Any, Any]:
@@ -259,6 +260,19 @@ class Pipeline:
         if pkey is not None and not isinstance(pkey, bytes):
             pkey = str(pkey).encode()
         return pkey
+
+    def _one(self, payload: Any, key: Any, headers: Headers | Mapping[str, Any] | None,
+             partition_key: Any) -> list[Message]:
+        """One message built without the list machinery (``apublish``'s path), with
+        ``publish()``'s encoders."""
+        payload, key = self._prepare(payload, key, 0)
+        enc_value, enc_key = self._encoders or self._resolve_one()
+        value = enc_value(payload)
+        encoded_key = enc_key(key) if self.needs_key else None
+        pkey = (self._partition_key(payload, partition_key)
+                if partition_key is not None or self.partition_key_fn is not None else None)
+        return [Message(self.topic, payload, key, _norm_headers(headers) if headers else None,
+                        pkey, encoded_key, value)]
 
     def publish_one(self, payload: Any, key: Any, headers: Headers | Mapping[str, Any] | None,
                     partition_key: Any, sync: bool | None, force_send: bool) -> list[Message]:
@@ -343,8 +357,8 @@ class Pipeline:
 
             def key(k: Any) -> bytes | None:
                 return encode_key(ctx, (k,))[0]
-        self._one = (value, key)
-        return self._one
+        self._encoders = (value, key)
+        return self._encoders
 
     def _resolve_sender(self) -> Callable[[Message], None] | Literal[False]:
         """The configured backend's one-message sender when its default is asynchronous
@@ -458,29 +472,49 @@ class Pipeline:
 
     def send(self, messages: list[Message], sync: bool | None, force_send: bool) -> None:
         backend, do_sync = self._backend(sync, force_send)
-        telemetry = self.telemetry
-        step = self.max_batch_size if backend.chunked else max(1, len(messages))
-        if len(messages) <= step and not telemetry.tracing_enabled:
-            self._execute(backend, messages, do_sync)
-            return
-        for start in range(0, len(messages), step):
-            chunk = messages[start:start + step]
-            if telemetry.tracing_enabled:
-                with telemetry.span(f"send {self.topic}", {
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "send",
-                    "messaging.destination.name": self.topic,
-                    "messaging.batch.message_count": len(chunk),
-                }) as spans:
-                    carrier: dict[str, bytes] = {}
-                    spans.inject(carrier)  # one context per chunk: build its headers once
-                    if carrier:
-                        extra = list(carrier.items())
-                        for m in chunk:
-                            m.headers = m.headers + extra if m.headers else extra[:]
+        if self.telemetry.tracing_enabled:
+            for chunk in self._chunks(backend, messages):
+                with self._send_span(chunk):
                     self._execute(backend, chunk, do_sync)
-            else:
+        else:
+            for chunk in self._chunks(backend, messages):
                 self._execute(backend, chunk, do_sync)
+
+    async def asend(self, messages: list[Message], sync: bool | None,
+                    force_send: bool) -> None:
+        """:meth:`send` from a coroutine: the backend's ``execute_async`` awaited on the
+        event loop, or its ``execute`` in a worker thread when it has none."""
+        backend, do_sync = self._backend(sync, force_send)
+        for chunk in self._chunks(backend, messages):
+            if self.telemetry.tracing_enabled:
+                with self._send_span(chunk):
+                    await self._aexecute(backend, chunk, do_sync)
+            else:
+                await self._aexecute(backend, chunk, do_sync)
+
+    def _chunks(self, backend: Any, messages: list[Message]) -> list[list[Message]]:
+        step = self.max_batch_size if backend.chunked else max(1, len(messages))
+        if len(messages) <= step:
+            return [messages]
+        return [messages[start:start + step] for start in range(0, len(messages), step)]
+
+    @contextmanager
+    def _send_span(self, chunk: list[Message]) -> Iterator[None]:
+        """The producer span of one chunk, its trace context added to the chunk's headers
+        (one context per chunk: the headers are built once)."""
+        with self.telemetry.span(f"send {self.topic}", {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": self.topic,
+            "messaging.batch.message_count": len(chunk),
+        }) as spans:
+            carrier: dict[str, bytes] = {}
+            spans.inject(carrier)
+            if carrier:
+                extra = list(carrier.items())
+                for m in chunk:
+                    m.headers = m.headers + extra if m.headers else extra[:]
+            yield
 
     def _execute(self, backend: Any, chunk: list[Message], sync: bool) -> None:
         try:
@@ -490,6 +524,44 @@ class Pipeline:
             raise
         if self.telemetry.metrics_enabled:
             self.telemetry.increment("publish", len(chunk), self.tags)
+
+    async def _aexecute(self, backend: Any, chunk: list[Message], sync: bool) -> None:
+        try:
+            if backend.execute_async is not None:
+                await backend.execute_async(self.context, chunk, sync)
+            else:
+                await asyncio.to_thread(backend.execute, self.context, chunk, sync)
+        except Exception:
+            self.telemetry.increment("publish_error", len(chunk), self.tags)
+            raise
+        if self.telemetry.metrics_enabled:
+            self.telemetry.increment("publish", len(chunk), self.tags)
+
+    async def apublish_one(self, payload: Any, key: Any,
+                           headers: Headers | Mapping[str, Any] | None, partition_key: Any,
+                           sync: bool | None, force_send: bool) -> list[Message]:
+        """``apublish``: :meth:`publish_one` awaiting the backend."""
+        if self.special:  # disabled, payload_log: the list path has them
+            return await self.apublish_many(
+                [payload], None if key is None else [key], headers,
+                None if partition_key is None else [partition_key], None, sync, force_send)
+        messages = self._one(payload, key, headers, partition_key)
+        await self.asend(messages, sync, force_send)
+        return messages
+
+    async def apublish_many(self, payloads: Sequence[Any], keys: Sequence[Any] | None,
+                            headers: Headers | Mapping[str, Any] | None,
+                            partition_keys: Sequence[Any] | None,
+                            message_headers: Sequence[Headers | Mapping[str, Any] | None] | None,
+                            sync: bool | None, force_send: bool) -> list[Message]:
+        """``apublish_list``: :meth:`publish_many` awaiting the backend."""
+        if self.disabled:
+            return []
+        messages = self.build(payloads, keys, headers, partition_keys, message_headers)
+        if self.payload_log is not None:
+            self._log_payloads(messages)
+        await self.asend(messages, sync, force_send)
+        return messages
 
 
 #: payload types publish_list hands to the encoder without preparing them one by one
@@ -724,6 +796,52 @@ class Producer(metaclass=_ProducerMeta):
         pipeline = cls._pipeline() if topic is None else cls._pipeline_for(topic)
         return pipeline.publish_many(payloads, keys, headers, partition_keys, message_headers,
                                      sync, force_send)
+
+    @classmethod
+    async def apublish(
+        cls,
+        payload: Any,
+        key: Any = None,
+        headers: Headers | Mapping[str, Any] | None = None,
+        partition_key: Any = None,
+        *,
+        sync: bool | None = None,
+        force_send: bool = False,
+        topic: str | None = None,
+    ) -> list[Message]:
+        """:meth:`publish` from a coroutine, never blocking the event loop: returns once the
+        backend accepted the message (an asynchronous backend: queued) or, with
+        ``sync=True`` (or a synchronous backend), once it was delivered; a delivery error
+        raises here, in the awaiting coroutine."""
+        if _disabled_all or (_disabled_classes and _class_disabled(cls)):
+            return []
+        pipeline = cls._pipeline() if topic is None else cls._pipeline_for(topic)
+        return await pipeline.apublish_one(payload, key, headers, partition_key, sync,
+                                           force_send)
+
+    @classmethod
+    async def apublish_list(
+        cls,
+        payloads: Iterable[Any],
+        *,
+        keys: Sequence[Any] | None = None,
+        headers: Headers | Mapping[str, Any] | None = None,
+        partition_keys: Sequence[Any] | None = None,
+        message_headers: Sequence[Headers | Mapping[str, Any] | None] | None = None,
+        sync: bool | None = None,
+        force_send: bool = False,
+        topic: str | None = None,
+    ) -> list[Message]:
+        """:meth:`publish_list` from a coroutine, as :meth:`apublish` (one wait for the
+        whole list when delivery is awaited)."""
+        if _disabled_all or (_disabled_classes and _class_disabled(cls)):
+            return []
+        payloads = payloads if isinstance(payloads, list) else list(payloads)
+        if not payloads:
+            return []
+        pipeline = cls._pipeline() if topic is None else cls._pipeline_for(topic)
+        return await pipeline.apublish_many(payloads, keys, headers, partition_keys,
+                                            message_headers, sync, force_send)
 
 
 #: ``deimos.produce`` pipelines per topic, for the runtime they were built for
