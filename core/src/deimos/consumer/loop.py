@@ -13,8 +13,6 @@ import asyncio
 import logging
 import threading
 import time
-from itertools import repeat
-from operator import is_not
 from typing import Any
 
 from confluent_kafka import Consumer as KafkaConsumer
@@ -189,8 +187,10 @@ class ConsumerLoop:
         """Process one polled batch: group by topic-partition, handle, store offsets."""
         errs = list(map(_error, msgs))
         # not errs.count(None): KafkaError == None raises TypeError (a consumer subscribed to
-        # a topic that does not exist yet crashed on its first error event)
-        if any(map(is_not, errs, repeat(None))):
+        # a topic that does not exist yet crashed on its first error event). Every KafkaError
+        # is true (NO_ERROR too), so any() finds them in C: a third of the cost of testing
+        # each with ``is not None`` (the batch loop's per-message instructions, callgrind)
+        if any(errs):
             for err in errs:
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.error("consumer %s: %s", self.settings.name, err)
