@@ -6,7 +6,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from deimos.config import Settings, configure, get_settings
-from deimos.consumer import BatchConsumer, BatchError, BatchMetadata, Consumer, Metadata
+from deimos.consumer import (
+    AsyncBatchConsumer,
+    AsyncConsumer,
+    BatchConsumer,
+    BatchError,
+    BatchMetadata,
+    Consumer,
+    Metadata,
+)
 from deimos.errors import (
     ConfigError,
     DeimosError,
@@ -41,6 +49,8 @@ except PackageNotFoundError:  # pragma: no cover
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncBatchConsumer",
+    "AsyncConsumer",
     "BatchConsumer",
     "BatchError",
     "BatchMetadata",

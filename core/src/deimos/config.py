@@ -339,6 +339,10 @@ class ProducerSettings(Section):
     flush_timeout: float = Field(30.0, ge=0, description="seconds to flush at shutdown")
     config: PassThrough = Field(default_factory=dict, description="librdkafka producer props")
     topics: list[TopicSettings] = Field(default_factory=list)
+    payload_log: Literal["full", "keys", "count", "headers"] | None = Field(
+        None, description="log every published message on deimos.producer at DEBUG "
+        "(full, keys, count, headers, as consumers[].payload_log); unset logs nothing, so "
+        "the publish path does no logging work; a producer's payload_log attribute wins")
 
 
 def rename_deprecated(data: Any, renames: Mapping[str, tuple[str, Any]], where: str) -> Any:
@@ -413,6 +417,10 @@ class ConsumerSettings(OwnSchemaSettings):
         "classic", description="'consumer': the rebalance protocol of KIP-848 (Kafka 4's "
         "default; the broker then decides session and heartbeat timeouts)")
     concurrency: int = Field(1, ge=1, description="threads, each with its own partitions")
+    max_concurrency: int = Field(
+        1, ge=1, description="messages of one partition's batch handled at once (coroutines "
+        "of an AsyncConsumer, worker threads of a Consumer); same key never at once, offsets "
+        "stored up to the lowest unfinished one")
     payload_log: Literal["full", "keys", "count", "headers"] = "full"
     on_error: Literal["raise", "retry", "dead_letter", "skip"] = Field(
         "raise", description="once a message's retry.attempts are used up: raise (stop; "
@@ -478,6 +486,10 @@ class RunnerSettings(Section):
     restart_delay: float = Field(
         5.0, ge=0, description="seconds before a crashed runnable restarts"
     )
+    cancel_handlers_after: float | None = Field(
+        None, ge=0, description="seconds after a stop request at which asyncio handlers "
+        "still running are cancelled (their messages not committed); default: half of "
+        "shutdown_timeout, leaving the rest to commit and close")
 
 
 class HealthSettings(Section):

@@ -23,7 +23,7 @@ dispatch; pluggy still validates every implementation against these specs when i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -126,6 +126,21 @@ def deimos_backend_sender(context: ProduceContext) -> Callable[[Message], None] 
     refused.
 
     :returns: the sender, or ``None`` to keep every message on ``deimos_backend_execute``.
+    """
+
+
+@hookspec
+def deimos_backend_execute_async(
+    context: ProduceContext, messages: Sequence[Message], sync: bool
+) -> Awaitable[None]:
+    """Optional: ``deimos_backend_execute`` for ``apublish``/``apublish_list``, called on the
+    event loop's thread; it must never block it (wait by awaiting).
+
+    A backend without it is run by ``apublish`` in a worker thread (``asyncio.to_thread``,
+    context variables carried over), so it never blocks the event loop either.
+
+    :returns: an awaitable that ends when the messages are accepted (``sync`` false) or
+        durably delivered (``sync`` true); raises as ``deimos_backend_execute`` does.
     """
 
 

@@ -60,6 +60,8 @@ class Backend:
     chunked: bool = True
     #: ``deimos_backend_sender`` (optional): a one-message asynchronous sender
     sender: Callable[..., Callable[[Any], None] | None] | None = None
+    #: ``deimos_backend_execute_async``, where the backend has one (``apublish``)
+    execute_async: Callable[..., Any] | None = None
 
 
 class Runtime:
@@ -134,6 +136,7 @@ class Runtime:
                 getattr(info.obj, "default_sync", True),
                 getattr(info.obj, "chunked", True),
                 caller("producer_backend", name, "deimos_backend_sender"),
+                caller("producer_backend", name, "deimos_backend_execute_async"),
             )
             self._backends[name] = b
         return b

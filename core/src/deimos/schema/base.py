@@ -61,8 +61,13 @@ class SchemaField:
 # -- keys: rules every schema backend shares --------------------------------------------------
 
 
+_STR = frozenset({str})
+
+
 def encode_plain_keys(keys: Sequence[Any]) -> list[bytes | None]:
     """Plain keys (``plain``/``none`` key configs): unencoded UTF-8 text, as Ruby Deimos."""
+    if _STR.issuperset(map(type, keys)):
+        return list(map(str.encode, keys))  # all text: the loop in C
     return [None if k is None else k if type(k) is bytes else str(k).encode() for k in keys]
 
 

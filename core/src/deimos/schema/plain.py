@@ -16,6 +16,8 @@ from deimos.schema.base import (
     encode_plain_keys,
 )
 
+_STR = frozenset({str})
+
 
 class PlainSchemaBackend:
     """Values and keys are text: ``str`` is sent as UTF-8, ``bytes`` as is; consumers get
@@ -26,6 +28,8 @@ class PlainSchemaBackend:
     def deimos_schema_encode(self, context: SchemaContext, payloads: Sequence[Any]) -> list[
             bytes | None]:
         try:
+            if _STR.issuperset(map(type, payloads)):
+                return list(map(str.encode, payloads))  # all text: the loop in C
             return [p.encode() if type(p) is str else p if p is None or type(p) is bytes
                     else _bad(context, p) for p in payloads]
         except UnicodeEncodeError as exc:
