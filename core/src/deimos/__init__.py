@@ -30,6 +30,7 @@ from deimos.producer import (
     disable_producers,
     flush,
     produce,
+    producer_for,
     producers_disabled,
     tombstone,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "get_settings",
     "hookimpl",
     "produce",
+    "producer_for",
     "producers_disabled",
     "run",
     "tombstone",

@@ -130,3 +130,17 @@ def test_the_records_example_runs() -> None:
     assert out.stdout.splitlines() == [
         "outbox after the producer demo: 1", "poller published: 1",
         "poller published on its next run: 0", "prices: [(1, 12.5)]"]
+
+
+def test_the_multi_table_example_runs() -> None:
+    import os
+    import subprocess
+    import sys
+
+    example = Path(__file__).parents[1] / "examples" / "multi_table_example.py"
+    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "1 teapot False acme ['green']", "2 a widget with a rath True None ['x']",
+        "renamed: 1"]

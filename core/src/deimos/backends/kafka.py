@@ -11,7 +11,7 @@ pipeline are kept on its produce context.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -119,6 +119,30 @@ class KafkaBackend:
         if hit is not None:
             _report_refused(context.topic,
                             await hit[0].aproduce_all(context.topic, messages, hit[1]), hit[1])
+
+    @hookimpl
+    def deimos_backend_sender(self, context: ProduceContext) -> Callable[[Message], None]:
+        """``publish()``'s path: one ``produce`` call, falling back to the general path
+        when librdkafka's queue is full or refuses the message (it waits or reports)."""
+        topic = context.topic
+        state: list[Any] = [None, None]  # the shared producer in use, its bound produce
+
+        def send(m: Message) -> None:
+            hit = context.extra.get("kafka.async")
+            if hit is None or hit[0].fatal is not None or hit[0].closed:
+                hit = _async_producer(context)
+            if hit[0] is not state[0]:
+                state[0], state[1] = hit[0], hit[0].producer.produce
+            try:
+                if m.headers is None:
+                    state[1](topic, m.encoded_payload, m.encoded_key, -1, hit[1])
+                else:
+                    state[1](topic, m.encoded_payload, m.encoded_key, -1, hit[1],
+                             headers=m.headers)
+            except (BufferError, KafkaException):  # full or refused: the general path
+                _report_refused(topic, hit[0].produce_all(topic, (m,), hit[1]), hit[1])
+
+        return send
 
     @hookimpl
     def deimos_backend_flush(self, timeout: float) -> int:

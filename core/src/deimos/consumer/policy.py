@@ -26,7 +26,9 @@ nobody's message's fault: it is retried with the backoff without counting an att
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from deimos.config import ConsumerSettings
 from deimos.errors import TransientError
@@ -114,8 +116,15 @@ class RetryPolicy:
     def finished_ahead(self, topic: str, partition: int, offsets: set[int]) -> None:
         self._ahead.setdefault((topic, partition), set()).update(offsets)
 
-    def done(self, topic: str, partition: int, offsets: list[int], outcome: Outcome) -> None:
-        """Forget what the messages at ``offsets`` (now done) were counted."""
+    def done(self, topic: str, partition: int, msgs: Sequence[Any], outcome: Outcome) -> None:
+        """Forget what the first ``outcome.handled`` of ``msgs`` (now done) were counted.
+
+        Takes the messages, not their offsets: reading every offset of every batch cost the
+        batch loop a fifth of its instructions (callgrind), and it is only needed while some
+        message of the consumer is being retried or was handled ahead of a failure."""
+        if not (self._attempts or self._ahead):
+            return
+        offsets = [m.offset() for m in msgs[:outcome.handled]]
         if self._attempts:
             for off in offsets:
                 self._attempts.pop((topic, partition, off), None)

@@ -43,6 +43,7 @@ from deimos.config import Settings
 from deimos.errors import PublishError
 from deimos.kafka import connection as _connection
 from deimos.kafka.config import producer_entry
+from deimos.kafka.statistics import StatisticsForwarder
 from deimos.message import Message
 from deimos.partitioner import murmur2_partition
 
@@ -79,9 +80,10 @@ class SharedProducer:
         self.bootstrap = str(conf.get("bootstrap.servers", ""))
         #: the reachability of the cluster, where connection failures are logged (once)
         self.connection = _connection.connection(self.bootstrap, summary_interval)
-        conf = _connection.instrument(conf, summary_interval=summary_interval,
-                                      on_error=self._on_error,
-                                      on_connection_error=self._note_error)
+        conf = _connection.instrument(
+            conf, summary_interval=summary_interval, on_error=self._on_error,
+            on_connection_error=self._note_error, on_stats=StatisticsForwarder(
+                {"client": "producer", "bootstrap": self.bootstrap}))
         if reports:
             conf["delivery.report.only.error"] = False
             if not user_linger:
@@ -180,7 +182,22 @@ class SharedProducer:
         key back: the later messages with the same key (``partition_key``, else the key) are
         not queued but returned with the error ``None``, so a refusal never lets a key's
         later messages overtake it."""
+        produce = self.producer.produce
+        # the common case in a tight loop (no partition key, room in the queue, nothing
+        # refused); from the first message that is not, Queuing goes on
+        i = -1
+        try:
+            for i, m in enumerate(messages):  # noqa: B007 (i: where Queuing resumes)
+                if m.partition_key is not None:
+                    break
+                produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
+                        headers=m.headers)  # type: ignore[arg-type]
+            else:
+                return []
+        except (BufferError, KafkaException):
+            pass
         queuing = Queuing(self, topic, messages, callback, blocks)
+        queuing.next = max(i, 0)
         while not queuing.step():
             time.sleep(0.005)  # local queue full: the poll thread serves callbacks meanwhile
         return queuing.refused

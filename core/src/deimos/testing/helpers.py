@@ -221,8 +221,7 @@ def _run(processor: MessageProcessor, msgs: list[Any]) -> None:
     while msgs:
         outcome = processor.process(msgs)
         first = msgs[0]
-        processor.policy.done(first.topic(), first.partition(),
-                              [m.offset() for m in msgs[:outcome.handled]], outcome)
+        processor.policy.done(first.topic(), first.partition(), msgs, outcome)
         if outcome.stop is not None:
             raise outcome.stop
         if outcome.retry is None or outcome.retry_offset is None:

@@ -7,11 +7,14 @@ the broker acknowledged it.
 
 Records: :class:`RecordProducer` (with :func:`track_changes`) publishes rows of a SQLAlchemy
 model, :class:`DbPoller` (``deimos db-poller``) publishes changed rows on a schedule, and
-:class:`RecordConsumer` writes messages into a model's table with bulk upserts.
+:class:`RecordConsumer` writes messages into a model's table with bulk upserts (with the rows of
+its relationships, :mod:`deimos_db.associations`); :func:`deadlock_retry` runs a transaction
+again after a deadlock or lock timeout, as the record consumer does.
 """
 
 from __future__ import annotations
 
+from deimos_db.deadlock import deadlock_retry, retry_transaction
 from deimos_db.engine import dispose_engines, get_engine, transaction
 from deimos_db.models import (
     create_tables,
@@ -37,6 +40,7 @@ __all__ = [
     "RecordMessage",
     "RecordProducer",
     "create_tables",
+    "deadlock_retry",
     "deimos_inbox",
     "deimos_poll_info",
     "dispose_engines",
@@ -46,6 +50,7 @@ __all__ = [
     "kafka_topic_info",
     "metadata",
     "prune_inbox",
+    "retry_transaction",
     "run_db_pollers",
     "track_changes",
     "transaction",

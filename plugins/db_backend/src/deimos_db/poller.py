@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException
@@ -107,7 +107,15 @@ class PollStatus:
 
 
 class DbPoller:
-    """One poller: a runnable (``run``/``stop``); :meth:`process_updates` runs one poll."""
+    """One poller: a runnable (``run``/``stop``); :meth:`process_updates` runs one poll.
+
+    Subclass it and name the subclass in ``poller_class`` (Ruby's ``poller_class``) to change
+    how rows are read or published: override :meth:`publish_batch`, :meth:`process_updates`,
+    or set :attr:`producer_classes` so the configuration needs no ``producer_class``.
+    """
+
+    #: record producers fed besides the configured ``producer_class``/``producer_classes``
+    producer_classes: ClassVar[Sequence[type[RecordProducer]]] = ()
 
     def __init__(self, config: DbPollerSettings, settings: Settings | None = None, *,
                  telemetry: Telemetry | None = None) -> None:
@@ -123,6 +131,11 @@ class DbPoller:
             if not (isinstance(cls, type) and issubclass(cls, RecordProducer)):
                 raise DeimosError(f"DB poller {self.name}: {path} is not a RecordProducer")
             self.producers.append(cls)
+        self.producers += [p for p in self.producer_classes if p not in self.producers]
+        if not self.producers:
+            raise DeimosError(f"DB poller {self.name}: no producers (set producer_class in "
+                              f"the configuration or producer_classes on "
+                              f"{type(self).__qualname__})")
         self.first = self.producers[0]
         self.model = self.first.model
         self.table = table_of(self.model)
@@ -315,7 +328,10 @@ class DbPoller:
                 break
         self._save(last_sent=utcnow(), last_run_at=utcnow())
 
-    def _send(self, records: Sequence[Any]) -> None:
+    def publish_batch(self, records: Sequence[Any]) -> None:
+        """Publish one batch of rows (dicts of column values, or instances when a producer
+        needs them), synchronously: raising fails the batch (retried, then row by row).
+        Default: ``send_events`` of every producer."""
         for p in self.producers:
             p.send_events(records, sync=True)
 
@@ -325,7 +341,7 @@ class DbPoller:
         attempt = 0
         while True:
             try:
-                self._send(batch)
+                self.publish_batch(batch)
             except Exception as exc:
                 too_large = is_too_large(exc)
                 if too_large and not cfg.skip_too_large_messages:
@@ -345,7 +361,7 @@ class DbPoller:
         failed: list[tuple[Any, BaseException]] = []
         for record in batch:
             try:
-                self._send([record])
+                self.publish_batch([record])
             except Exception as exc:
                 if is_too_large(exc) and not cfg.skip_too_large_messages:
                     self._save(error=f"{type(exc).__name__}: {exc}"[:4000])
@@ -385,13 +401,25 @@ def poller_settings(settings: Settings | None = None, names: Sequence[str] | Non
     return configs
 
 
+def poller_class(config: DbPollerSettings) -> type[DbPoller]:
+    """The class a poller runs as: its ``poller_class``, else :class:`DbPoller`."""
+    if not config.poller_class:
+        return DbPoller
+    cls = import_class(config.poller_class)
+    if not (isinstance(cls, type) and issubclass(cls, DbPoller)):
+        raise DeimosError(f"DB poller {config.poller_name}: poller_class "
+                          f"{config.poller_class} is not a subclass of deimos_db.DbPoller")
+    return cls
+
+
 def poller_factories(settings: Settings | None = None, names: Sequence[str] | None = None
                      ) -> list[Callable[[], Runnable]]:
     """One runnable factory per configured poller (``names``: only those)."""
     resolved = settings or get_settings()
 
     def factory(config: DbPollerSettings) -> Callable[[], Runnable]:
-        return lambda: DbPoller(config, resolved)
+        cls = poller_class(config)
+        return lambda: cls(config, resolved)
 
     return [factory(c) for c in poller_settings(resolved, names)]
 

@@ -479,6 +479,9 @@ class DbProducer:
         delivered is deleted all the same, never sent twice."""
         result = BatchResult()
         to_send = compact(rows) if self.ps.compacts(topic) else list(rows)
+        if self.ps.log_topics and self.ps.logs(topic):
+            log.info("DB producer %s: producing %d message(s) to %s: %r", self.id,
+                     len(to_send), topic, [(r.key, r.message) for r in to_send])
         sp = shared_producer(self._kafka_settings, reports=True)
         messages = [Message(topic, None, None, decode_headers(h) if h else None, pk, key, value)
                     for _id, key, value, pk, h in to_send]

@@ -21,6 +21,12 @@ and one bad record neither loses nor blocks the rest.
 ``assign_key``, ``record_attributes`` and ``save_record`` per message (``delete_record`` for
 a tombstone), one transaction per message.
 
+**Tombstones** delete what :meth:`RecordConsumer.deleted_query` says (the rows of their key
+columns by default). ``truncate_columns = True`` cuts strings to their column's length.
+``batch_message_fallback = False`` fails a batch whose bulk write failed instead of writing it
+row by row. A payload may carry rows of the model's relationships, written in the same
+transaction (:mod:`deimos_db.associations`, batch mode).
+
 **Inbox** (``inbox = True``): the (consumer, topic, partition, offset) of every applied
 message is written to ``deimos_inbox`` in the same transaction as the rows, and messages
 already there are skipped, so a redelivered message is never applied twice.
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,63 +48,26 @@ from deimos.config import get_settings
 from deimos.consumer import BatchConsumer, BatchError, BatchMetadata
 from deimos.errors import TransientError
 from deimos.producer import _to_dict
-from deimos.retry import Backoff
 
+from .associations import Writer, associations_of
+from .deadlock import describe, is_disconnect, is_retryable, retry_transaction
 from .engine import get_engine, utcnow
 from .models import deimos_inbox
-from .records import column_attrs, converter_for, primary_key_names, table_of
+from .records import (
+    Stamps,
+    column_attrs,
+    converter_for,
+    primary_key_names,
+    string_limits,
+    table_of,
+    truncate_strings,
+)
 from .settings import DbSettings
+from .upserts import execute_upserts, upsert_statement
 
 log = logging.getLogger("deimos_db.record_consumer")
 
 _I = deimos_inbox.c
-
-#: PostgreSQL SQLSTATEs and MySQL/MariaDB error numbers worth retrying the transaction for
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
-RETRYABLE_MYSQL_CODES = frozenset({1213, 1205})
-#: the connection is gone: PostgreSQL's class 08 and server shutdowns, MySQL/MariaDB's "server
-#: has gone away", "lost connection", "can't connect", "connection was killed"
-DISCONNECT_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03")
-DISCONNECT_MYSQL_CODES = frozenset({2002, 2003, 2006, 2013, 1927, 4031})
-
-
-def describe(exc: BaseException) -> str:
-    """An error in one line: a database error without its SQL and parameters (which would
-    repeat the whole batch in the log)."""
-    orig = getattr(exc, "orig", None) if isinstance(exc, sa.exc.DBAPIError) else None
-    inner = orig if orig is not None else exc
-    return f"{type(exc).__name__}: {str(inner).splitlines()[0] if str(inner) else ''}"
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """A deadlock, serialization failure or lock timeout: the same transaction may succeed
-    when run again."""
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code in RETRYABLE_SQLSTATES:
-        return True
-    args = getattr(orig, "args", ())
-    if args and args[0] in RETRYABLE_MYSQL_CODES:
-        return True
-    text = str(orig).lower()
-    return "database is locked" in text or "deadlock" in text
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """The database connection was lost or could not be made: the batch is not at fault."""
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if isinstance(code, str) and code.startswith(DISCONNECT_SQLSTATE_PREFIXES):
-        return True
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
-    return bool(args) and args[0] in DISCONNECT_MYSQL_CODES
-
 
 class RecordMessage:
     """One message as the record consumer's hooks see it.
@@ -163,6 +132,27 @@ class RecordConsumer(BatchConsumer):
     inbox_name: ClassVar[str | None] = None
     #: the database (default: ``db.url``)
     database_url: ClassVar[str | None] = None
+    #: when a batch's bulk write fails, write it again row by row so the good rows land and
+    #: only the bad messages fail; False fails the whole batch with the bulk error (the
+    #: consumer's error policy then retries it, and finds the bad message one at a time)
+    batch_message_fallback: ClassVar[bool] = True
+    #: cut strings longer than their column to the column's length instead of failing
+    truncate_columns: ClassVar[bool] = False
+    #: multi-table records (:mod:`deimos_db.associations`): the column of a related table
+    #: stamped with a generated id, to read back the rows' own ids and to find the children
+    #: a batch replaced
+    bulk_import_id_column: ClassVar[str | None] = "bulk_import_id"
+    #: the children of a parent whose payload carries them become exactly those given;
+    #: False merges them into the existing ones
+    replace_associations: ClassVar[bool] = True
+    #: relationship name -> the related table's key columns to upsert on (default: its
+    #: primary key)
+    association_keys: ClassVar[Mapping[str, Sequence[str]]] = {}
+
+    @staticmethod
+    def bulk_import_id_generator() -> str:
+        """A fresh ``bulk_import_id_column`` value (Ruby's ``bulk_import_id_generator``)."""
+        return str(uuid.uuid4())
 
     def __init__(self) -> None:
         self.table = table_of(self.model)
@@ -181,13 +171,15 @@ class RecordConsumer(BatchConsumer):
                 continue
             if py is int:
                 self._key_casts[name] = lambda v: int(v) if isinstance(v, (str, bytes)) else v
-        self._has_created = "created_at" in cols and "created_at" not in self.key_cols
-        self._has_updated = "updated_at" in cols and "updated_at" not in self.key_cols
-        #: which automatic time stamps go to a ``DateTime(timezone=True)`` column: those get
-        #: aware UTC, because a naive value is read in the session's ``TimeZone`` there
-        self._aware_stamps = {name for name in ("created_at", "updated_at")
-                              if name in cols and getattr(cols[name].type, "timezone", False)}
+        self._stamp = Stamps(self.table, self.key_cols)
+        self._has_created = "created_at" in self._stamp.names
+        self._has_updated = "updated_at" in self._stamp.names
+        self._limits = ({c: n for c, n in string_limits(self.table).items()
+                         if c in self.write_cols} if self.truncate_columns else {})
         self._stmts: dict[tuple[str, frozenset[str]], Any] = {}
+        associations = associations_of(self, self.model)
+        #: writes the associations a batch's payloads carry; None when the model has none
+        self._writer = Writer(associations) if associations else None
         cls = type(self)
         #: default hooks and one key column: rows are built in one loop
         self._fast = self.bulk_import and len(self.key_cols) == 1 and all(
@@ -255,6 +247,18 @@ class RecordConsumer(BatchConsumer):
         """Called in the batch's transaction after its writes (e.g. for dependent tables);
         raising rolls the batch back."""
 
+    def deleted_query(self, messages: list[RecordMessage]) -> sa.Executable:
+        """The statement a group of tombstones (at most 1000) runs in the batch's
+        transaction (Ruby Deimos's ``deleted_query``): by default a ``DELETE`` of the rows
+        with their key columns' values (``message.key_values``). Override to delete more
+        (rows matching another column too) or something else (an ``UPDATE`` for a soft
+        delete)."""
+        t = self.table
+        keys = [tuple(m.key_values.get(c) for c in self.key_cols) for m in messages]
+        if len(self.key_cols) == 1:
+            return t.delete().where(t.c[self.key_cols[0]].in_([k[0] for k in keys]))
+        return t.delete().where(sa.tuple_(*[t.c[c] for c in self.key_cols]).in_(keys))
+
     # -- hooks (per-message mode) -----------------------------------------------------------
 
     def process_message(self, payload: Any, key: Any) -> bool:
@@ -278,10 +282,9 @@ class RecordConsumer(BatchConsumer):
             setattr(record, attrs.get(col, col), value)
 
     def delete_record(self, session: Session, key: Any) -> None:
-        """Delete the row of a tombstone's key."""
-        kv = self.record_key(key, None)
-        session.execute(self.table.delete().where(
-            *[self.table.c[c] == v for c, v in kv.items()]))
+        """Delete the row of a tombstone's key (by default :meth:`deleted_query`)."""
+        session.execute(self.deleted_query(
+            [RecordMessage(None, key, 0, -1, self.record_key(key, None))]))
 
     def save_record(self, session: Session, record: Any) -> None:
         session.add(record)
@@ -345,37 +348,12 @@ class RecordConsumer(BatchConsumer):
         return out
 
     def _retrying(self, fn: Callable[[], Any]) -> Any:
-        """Run the transaction ``fn``: again after a deadlock or lock timeout (with backoff),
-        once more on a new connection after a lost one; a connection still lost is a
-        :class:`TransientError`, so the consumer waits and retries the batch with its
-        backoff instead of blaming (and dead-lettering) a record."""
-        attempt = 0
-        reconnected = False
-        backoff = Backoff(self.deadlock_backoff, max_backoff=max(1.0, self.deadlock_backoff),
-                          jitter=0.2)
-        while True:
-            try:
-                return fn()
-            except Exception as exc:
-                if is_disconnect(exc):
-                    if not reconnected:
-                        reconnected = True
-                        log.warning("%s: the database connection was lost (%s); running the "
-                                    "transaction again on a new connection",
-                                    type(self).__name__, describe(exc))
-                        continue
-                    raise TransientError(
-                        f"{type(self).__name__}: the database is unreachable "
-                        f"({describe(exc)}); the batch is retried with the consumer's "
-                        "backoff") from exc
-                if attempt >= self.deadlock_retries or not is_retryable(exc):
-                    raise
-                attempt += 1
-                delay = backoff.delay(attempt)
-                log.warning("%s: %s; retrying the transaction in %.2fs (attempt %d of %d)",
-                            type(self).__name__, describe(exc), delay, attempt,
-                            self.deadlock_retries)
-                time.sleep(delay)
+        """Run the transaction ``fn`` through :func:`deimos_db.deadlock.retry_transaction`
+        (again after a deadlock or lock timeout, once more after a lost connection; a
+        connection still lost is a :class:`TransientError`, so the consumer waits and
+        retries the batch instead of blaming, and dead-lettering, a record)."""
+        return retry_transaction(fn, retries=self.deadlock_retries,
+                                 backoff=self.deadlock_backoff, name=type(self).__name__)
 
     # -- per message ------------------------------------------------------------------------
 
@@ -391,6 +369,8 @@ class RecordConsumer(BatchConsumer):
                     elif self.process_message(m.payload, m.key):
                         record = self.fetch_record(session, m.payload, m.key)
                         values = self.record_attributes(m.payload, m.key)
+                        if self._limits:
+                            truncate_strings(values, self._limits)
                         stamps = self._stamps()
                         if record is None:
                             record = self.model()
@@ -452,6 +432,13 @@ class RecordConsumer(BatchConsumer):
         except TransientError:
             raise  # the database, not a record: nothing is rewritten row by row
         except Exception as exc:
+            if not self.batch_message_fallback or is_retryable(exc):
+                # asked to fail the batch; or contention that outlasted the retries, which
+                # no row is to blame for: row by row would only repeat the work
+                log.error("%s: bulk write of %d message(s) from %s[%d] failed: %s",
+                          type(self).__name__, len(kept), md.topic, md.partition,
+                          describe(exc))
+                raise
             if len(kept) <= 1:
                 index = kept[0].index if kept else 0
                 if kept:
@@ -534,7 +521,8 @@ class RecordConsumer(BatchConsumer):
     # -- statements -------------------------------------------------------------------------
 
     def rows_for(self, messages: list[RecordMessage]) -> list[dict[str, Any]]:
-        now = self._stamps() if self._has_created or self._has_updated else None
+        now = self._stamps() if self._stamp.names else None
+        limits = self._limits
         rows = []
         record_attributes = self.record_attributes
         for m in messages:
@@ -548,84 +536,37 @@ class RecordConsumer(BatchConsumer):
                     row["updated_at"] = now["updated_at"]
                 if self._has_created and "created_at" not in row:
                     row["created_at"] = now["created_at"]
+            if limits:
+                truncate_strings(row, limits)
             rows.append(row)
         return rows
 
     def _stamps(self) -> dict[str, _dt.datetime]:
-        """The time stamps of a write: naive UTC for a naive column (the same on every
-        database), aware UTC for a time-zone-aware one."""
-        now = utcnow()
-        aware = now.replace(tzinfo=_dt.timezone.utc)
-        return {name: aware if name in self._aware_stamps else now
-                for name in ("created_at", "updated_at")}
+        return self._stamp.now()
 
     def _upsert(self, conn: sa.Connection, messages: list[RecordMessage]) -> None:
         if not messages:
             return
         rows = self.rows_for(messages)
-        first = rows[0].keys()
-        groups: dict[frozenset[str], list[dict[str, Any]]] = {}
-        if all(r.keys() == first for r in rows):
-            groups[frozenset(first)] = rows
-        else:  # rows of different columns go in separate statements
-            for row in rows:
-                groups.setdefault(frozenset(row), []).append(row)
-        step = self.max_db_batch_size or 1_000_000
-        for cols, rows in groups.items():
-            stmt = self.upsert_statement(conn.dialect.name, cols)
-            for start in range(0, len(rows), step):
-                conn.execute(stmt, rows[start:start + step])
+        if self._writer is None:
+            execute_upserts(conn, rows, self.upsert_statement, self.max_db_batch_size)
+        else:
+            self._writer.write(conn, messages, rows, lambda: execute_upserts(
+                conn, rows, self.upsert_statement, self.max_db_batch_size))
 
     def upsert_statement(self, dialect: str, cols: frozenset[str]) -> Any:
         """The dialect's native upsert of rows with columns ``cols`` (cached)."""
         cached = self._stmts.get((dialect, cols))
-        if cached is not None:
-            return cached
-        table = self.table
-        update = [c for c in table.c if c.name in cols and c.name not in self.key_cols
-                  and c.name != "created_at"]
-        stmt: Any
-        if dialect in ("mysql", "mariadb"):
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-            stmt = mysql_insert(table)
-            set_ = {c.name: stmt.inserted[c.name] for c in update} or {
-                self.key_cols[0]: stmt.inserted[self.key_cols[0]]}
-            stmt = stmt.on_duplicate_key_update(set_)
-        else:
-            from sqlalchemy.dialects import postgresql, sqlite
-
-            dialect_insert: Any
-            if dialect == "postgresql":
-                dialect_insert = postgresql.insert
-            elif dialect == "sqlite":
-                dialect_insert = sqlite.insert
-            else:
-                raise NotImplementedError(f"record consumers support PostgreSQL, SQLite, "
-                                          f"MySQL and MariaDB, not {dialect}")
-            stmt = dialect_insert(table)
-            if update:
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[table.c[k] for k in self.key_cols],
-                    set_={c.name: stmt.excluded[c.name] for c in update})
-            else:
-                stmt = stmt.on_conflict_do_nothing(
-                    index_elements=[table.c[k] for k in self.key_cols])
-        self._stmts[(dialect, cols)] = stmt
-        return stmt
+        if cached is None:
+            cached = self._stmts[(dialect, cols)] = upsert_statement(
+                self.table, self.key_cols, dialect, cols)
+        return cached
 
     def _delete(self, conn: sa.Connection, messages: list[RecordMessage]) -> None:
         if not messages:
             return
-        t = self.table
-        keys = [tuple(m.key_values.get(c) for c in self.key_cols) for m in messages]
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start:start + 1000]
-            if len(self.key_cols) == 1:
-                cond = t.c[self.key_cols[0]].in_([k[0] for k in chunk])
-            else:
-                cond = sa.tuple_(*[t.c[c] for c in self.key_cols]).in_(chunk)
-            conn.execute(t.delete().where(cond))
+        for start in range(0, len(messages), 1000):
+            conn.execute(self.deleted_query(messages[start:start + 1000]))
 
     # -- inbox ------------------------------------------------------------------------------
 

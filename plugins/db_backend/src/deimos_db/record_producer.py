@@ -27,12 +27,20 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from deimos.message import Message
-from deimos.producer import Producer, Tombstone
+from deimos.producer import Producer, Tombstone, producers_disabled
 from deimos.runtime import get_runtime
 from deimos.schema.base import SchemaField
 
-from .engine import transaction
-from .records import column_attrs, primary_key_names, record_dict, table_of, to_schema_value
+from .engine import get_engine, transaction
+from .records import (
+    column_attrs,
+    primary_key_names,
+    record_dict,
+    string_limits,
+    table_of,
+    to_schema_value,
+    truncate_strings,
+)
 
 log = logging.getLogger("deimos_db.record_producer")
 
@@ -61,6 +69,14 @@ class RecordProducer(Producer):
     model: ClassVar[Any]
     #: which tracked changes publish (see :func:`track_changes`)
     publish_on: ClassVar[frozenset[str]] = EVENTS
+    #: records given as dicts of column values are loaded from the database (one query per
+    #: call) before the hooks are handed them, so an overridden ``generate_payload`` can read
+    #: relationships (Ruby's ``record_class(klass, refetch: true)``); attrs stay the dict's
+    refetch: ClassVar[bool] = False
+    #: :func:`track_changes` cuts strings of new and changed rows to their column's length
+    #: before the flush writes them (Ruby's ``producers.truncate_columns``), so the row saves
+    #: and the message carries what the row holds
+    truncate_columns: ClassVar[bool] = False
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -84,6 +100,11 @@ class RecordProducer(Producer):
         return column_attrs(cls.model).values()
 
     @classmethod
+    def post_process(cls, records: Sequence[Any]) -> None:
+        """Called after :meth:`send_events` published ``records`` (the DB poller: after
+        each batch): mark them, count them, publish elsewhere."""
+
+    @classmethod
     def record_key(cls, record: Any) -> Any:
         """The message key of ``record`` for plain and schema keys: its primary key (a dict
         of the columns when it has several)."""
@@ -94,27 +115,71 @@ class RecordProducer(Producer):
     @classmethod
     def send_events(cls, records: Iterable[Any], *, force_send: bool = False,
                     sync: bool | None = None) -> list[Message]:
-        """Publish one message per record (mapped instance or dict of column values)."""
-        payloads, keys = cls.payloads_for(records)
-        if not payloads:
+        """Publish one message per record (mapped instance or dict of column values), then
+        :meth:`post_process` them."""
+        if producers_disabled(cls):
             return []
-        return cls.publish_list(payloads, keys=keys, force_send=force_send, sync=sync)
+        records = records if isinstance(records, list) else list(records)
+        payloads, keys = cls.payloads_for(records)
+        sent = (cls.publish_list(payloads, keys=keys, force_send=force_send, sync=sync)
+                if payloads else [])
+        if records:
+            cls.post_process(records)
+        return sent
 
     @classmethod
     def payloads_for(cls, records: Iterable[Any]) -> tuple[list[Any], list[Any] | None]:
         """Payloads and keys (None: the pipeline finds them) of ``records``."""
         if not _overrides(cls, _PAYLOAD_HOOKS):
             return cls._default_payloads(records)
+        if cls.refetch:
+            records = records if isinstance(records, list) else list(records)
+            if any(isinstance(r, Mapping) for r in records):
+                with Session(cls._engine(), expire_on_commit=False) as session:
+                    return cls._payloads_from(records, cls._refetched(session, records))
+        return cls._payloads_from(records, None)
+
+    @classmethod
+    def _payloads_from(cls, records: Iterable[Any], loaded: list[Any] | None
+                       ) -> tuple[list[Any], list[Any] | None]:
         payloads: list[Any] = []
         keys: list[Any] = []
-        for record in records:
+        for i, record in enumerate(records):
             attrs = record_dict(record)
+            if loaded is not None and loaded[i] is not None:
+                record = loaded[i]
             payload = cls.generate_payload(attrs, record)
             if payload is None:
                 continue
             payloads.append(payload)
             keys.append(cls.key_for(attrs, record, payload))
         return payloads, keys if cls._explicit_keys() else None
+
+    @classmethod
+    def _refetched(cls, session: Session, records: list[Any]) -> list[Any]:
+        """The loaded instance of each dict record with its primary key (one query), None
+        for the others and for a row that no longer exists."""
+        names = primary_key_names(cls.model)
+        attrs = column_attrs(cls.model)
+        wanted = {tuple(r.get(n) for n in names): i for i, r in enumerate(records)
+                  if isinstance(r, Mapping) and all(r.get(n) is not None for n in names)}
+        found: list[Any] = [None] * len(records)
+        keys = list(wanted)
+        cols = [getattr(cls.model, attrs.get(n, n)) for n in names]
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start:start + 1000]
+            cond = (cols[0].in_([k[0] for k in chunk]) if len(cols) == 1
+                    else sa.tuple_(*cols).in_(chunk))
+            for obj in session.scalars(sa.select(cls.model).where(cond)):
+                i = wanted.get(tuple(getattr(obj, attrs.get(n, n)) for n in names))
+                if i is not None:
+                    found[i] = obj
+        return found
+
+    @classmethod
+    def _engine(cls) -> sa.Engine:
+        db = get_runtime().settings.section("db")
+        return get_engine(db.url, db.engine_options)
 
     @classmethod
     def send_deletions(cls, records: Iterable[Any], *, force_send: bool = False,
@@ -267,6 +332,15 @@ class ChangeTracker:
         self._listeners: list[tuple[str, Callable[..., Any]]] = [("after_flush", self._after_flush),
                            ("after_commit", self._after_commit),
                            ("after_rollback", self._after_rollback)]
+        #: model -> column attribute -> length of the strings to cut before a flush
+        self._truncated: dict[Any, dict[str, int]] = {}
+        for p in self.producers:
+            if p.truncate_columns:
+                attrs = column_attrs(p.model)
+                self._truncated[p.model] = {attrs.get(c, c): n for c, n
+                                            in string_limits(table_of(p.model)).items()}
+        if self._truncated:
+            self._listeners.append(("before_flush", self._before_flush))
         for name, fn in self._listeners:
             sa.event.listen(target, name, fn)
 
@@ -283,6 +357,16 @@ class ChangeTracker:
 
     def _for(self, obj: Any) -> list[type[RecordProducer]]:
         return [p for p in self.producers if isinstance(obj, p.model)]
+
+    def _before_flush(self, session: Session, _ctx: Any, _instances: Any) -> None:
+        for obj in (*session.new, *session.dirty):
+            for model, limits in self._truncated.items():
+                if isinstance(obj, model):
+                    loaded = sa.inspect(obj).dict  # loaded values only: no lazy loads here
+                    values = {a: loaded[a] for a in limits if a in loaded}
+                    for a, value in truncate_strings(dict(values), limits).items():
+                        if value is not values[a]:
+                            setattr(obj, a, value)
 
     def _after_flush(self, session: Session, _ctx: Any) -> None:
         # still the pre-flush state: new/dirty/deleted and attribute history are intact

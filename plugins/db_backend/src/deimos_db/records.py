@@ -12,13 +12,15 @@ import datetime as _dt
 import decimal
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from deimos.schema.base import SchemaField
+
+from .engine import utcnow
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 _EPOCH_DATE = _dt.date(1970, 1, 1)
@@ -81,6 +83,44 @@ def record_dict(record: Any) -> dict[str, Any]:
         return dict(record)
     attrs: dict[str, str] = column_attrs(type(record))  # type: ignore[arg-type]
     return {col: getattr(record, attr) for col, attr in attrs.items()}
+
+
+def string_limits(table: sa.Table) -> dict[str, int]:
+    """Column name -> length of the table's string columns that have one (not enums: a
+    value cut short would be another, or no, symbol)."""
+    return {c.name: c.type.length for c in table.c
+            if isinstance(c.type, sa.String) and not isinstance(c.type, sa.Enum)
+            and c.type.length}
+
+
+def truncate_strings(values: dict[str, Any], limits: Mapping[str, int]) -> dict[str, Any]:
+    """``values`` with each string longer than its column cut to the column's length (Ruby
+    Deimos's ``truncate_columns``): PostgreSQL and MariaDB refuse a longer value, SQLite
+    would store it whole."""
+    for name, n in limits.items():
+        v = values.get(name)
+        if type(v) is str and len(v) > n:
+            values[name] = v[:n]
+    return values
+
+
+class Stamps:
+    """The automatic ``created_at``/``updated_at`` of a table's written rows: naive UTC for a
+    naive column (the same on every database), aware UTC for a ``DateTime(timezone=True)``
+    one, because a naive value is read in the session's ``TimeZone`` there."""
+
+    __slots__ = ("aware", "names")
+
+    def __init__(self, table: sa.Table, skip: Sequence[str] = ()) -> None:
+        self.names = tuple(n for n in ("created_at", "updated_at")
+                           if n in table.c and n not in skip)
+        self.aware = frozenset(n for n in self.names
+                               if getattr(table.c[n].type, "timezone", False))
+
+    def now(self) -> dict[str, _dt.datetime]:
+        now = utcnow()
+        aware = now.replace(tzinfo=_dt.timezone.utc)
+        return {n: aware if n in self.aware else now for n in self.names}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ class DbProducerSettings(Section):
     compact_topics: list[str] | Literal["all"] = Field(
         default_factory=list,
         description="topics where only the last message per key of a batch is sent; 'all'")
+    log_topics: list[str] | Literal["all"] = Field(
+        default_factory=list,
+        description="topics whose messages are logged (keys and encoded values) at INFO on "
+        "deimos_db.producer as each batch is sent; 'all'")
     split_topics: dict[str, int] = Field(
         default_factory=dict,
         description="topic -> shards: a hot topic drained by several workers at once, "
@@ -62,7 +66,7 @@ class DbProducerSettings(Section):
     metrics_interval: float = Field(
         10.0, gt=0, description="seconds between pending_db_messages_* gauges")
 
-    _split = field_validator("compact_topics", mode="before")(
+    _split = field_validator("compact_topics", "log_topics", mode="before")(
         lambda v: v if v == "all" else _split_commas(v))
 
     @model_validator(mode="after")
@@ -75,6 +79,9 @@ class DbProducerSettings(Section):
 
     def compacts(self, topic: str) -> bool:
         return self.compact_topics == "all" or topic in self.compact_topics
+
+    def logs(self, topic: str) -> bool:
+        return self.log_topics == "all" or topic in self.log_topics
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +105,9 @@ class DbPollerSettings(Section):
     producer_classes: list[str] = Field(
         default_factory=list, description="several RecordProducers fed the same rows (the "
         "first one's model and poll_query are used)")
+    poller_class: str | None = Field(
+        None, description="'module:Class' of a DbPoller subclass to run instead of DbPoller "
+        "(its producer_classes attribute may name the producers)")
     mode: Literal["time_based", "state_based"] = Field(
         "time_based", description="time_based: rows changed since the last (timestamp, id) "
         "sent; state_based: rows the producer's poll_query says are unpublished, marked "
@@ -140,8 +150,9 @@ class DbPollerSettings(Section):
 
     @model_validator(mode="after")
     def _check(self) -> DbPollerSettings:
-        if not self.producer_class and not self.producer_classes:
-            raise ValueError("a DB poller needs producer_class or producer_classes")
+        if not (self.producer_class or self.producer_classes or self.poller_class):
+            raise ValueError("a DB poller needs producer_class, producer_classes or a "
+                             "poller_class with producer_classes")
         if self.mode == "state_based" and not (self.state_column or
                                                self.publish_timestamp_column):
             raise ValueError("a state_based poller needs state_column or "
@@ -155,7 +166,7 @@ class DbPollerSettings(Section):
 
     @property
     def poller_name(self) -> str:
-        return self.name or self.classes[0]
+        return self.name or (self.classes[0] if self.classes else str(self.poller_class))
 
 
 class DbSettings(Section):
