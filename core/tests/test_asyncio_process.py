@@ -75,18 +75,18 @@ def test_sigterm_with_coroutines_in_flight_cancels_them_and_commits_only_what_fi
 def test_sigkilled_asyncio_consumer_loses_nothing_after_restart(deimos_kafka, deimos_topic,
                                                                  tmp_path):
     topic, group = deimos_topic(), f"g-{uuid.uuid4().hex[:8]}"
-    n = 400
+    n = 200
     _produce(deimos_kafka, topic, n)
     out, gate = tmp_path / "out.txt", tmp_path / "gate-never-opened"
-    cfg = _config(tmp_path, deimos_kafka, topic, group, 50, 8)
-    proc = _start(cfg, out, gate=gate, hold_after=100)
+    cfg = _config(tmp_path, deimos_kafka, topic, group, 25, 8)
+    proc = _start(cfg, out, gate=gate, hold_after=50)
     try:
         wait_for(lambda: _lines(out.with_suffix(".started")), timeout=60,
                  what="the consumer to be held mid-run")
         proc.kill()  # SIGKILL: no chance to commit
         proc.wait(10)
         before = len(_lines(out))
-        assert 100 <= before < n, "killed mid-run"
+        assert 50 <= before < n, "killed mid-run"
         proc = _start(cfg, out)
         wait_for(lambda: set(_lines(out)) >= {str(i) for i in range(n)}, timeout=90,
                  what="every message")

@@ -188,3 +188,47 @@ def test_messages_finished_ahead_of_a_failure_are_not_run_again_on_its_retry(
     consume_batch(Ahead, ["m0", "m1", "m2", "m3"], keys=["a", "b", "c", "d"],
                   max_concurrency=4, retry={"attempts": 3})
     assert runs == {"m0": 1, "m1": 2, "m2": 1, "m3": 1}
+
+
+def test_an_async_batch_error_hands_the_messages_before_it_and_retries_from_it(
+        helpers: None) -> None:
+    batches: list[list[str]] = []
+
+    class B(deimos.AsyncBatchConsumer):
+        topic = "b"
+
+        async def consume_batch(self, payloads: list[Any], metadata: Any) -> None:
+            await asyncio.sleep(0)
+            batches.append(list(payloads))
+            if "7" in payloads:
+                raise deimos.BatchError(payloads.index("7"), ValueError("bad 7"))
+
+    with pytest.raises(ValueError, match="bad 7"):
+        consume_batch(B, [str(i) for i in range(10)], retry={"attempts": 2})
+    # the retry starts at the failed message (0..6 were handled); once its attempts are
+    # used up the rest is tried one at a time, and on_error=raise stops at 7
+    assert batches == [[str(i) for i in range(10)], [str(i) for i in range(7, 10)], ["7"]]
+
+
+def test_thread_max_concurrency_keeps_per_key_order_and_stops_at_the_lowest_failure(
+        helpers: None) -> None:
+    seen: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    class Threads(deimos.Consumer):
+        topic = "t"
+        key_config = "plain"
+
+        def consume(self, payload: Any, metadata: Any) -> None:
+            with lock:
+                seen.setdefault(metadata.key, []).append(int(payload))
+            if payload == "20":
+                raise RuntimeError("fails on 20")
+
+    with pytest.raises(RuntimeError, match="fails on 20"):
+        consume_batch(Threads, [str(i) for i in range(30)],
+                      keys=[f"k{i % 4}" for i in range(30)], max_concurrency=4,
+                      retry={"attempts": 1})
+    for ran in seen.values():
+        assert ran == sorted(ran)
+    assert seen["k0"][-1] == 20  # nothing of the failed key after it

@@ -5,12 +5,15 @@ so an invalid payload fails before any row is written. The rows are inserted in 
 ``executemany`` through the caller's session or connection when :func:`deimos_db.transaction`
 gave one (they commit or roll back with the caller's writes), otherwise in a transaction of
 their own on ``db.url``. On PostgreSQL the insert also sends a ``NOTIFY``, delivered on commit,
-that wakes idle DB producers.
+that wakes idle DB producers. ``apublish`` inside ``transaction(async_session)`` inserts the
+same rows through the caller's ``AsyncSession``/``AsyncConnection`` on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -18,10 +21,11 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from deimos.config import Settings
+from deimos.errors import DeimosError
 from deimos.hookspecs import hookimpl
 from deimos.message import Message, ProduceContext
 
-from .engine import NOTIFY_CHANNEL, current_bind, get_engine, rows_for
+from .engine import NOTIFY_CHANNEL, current_bind, get_engine, is_async, rows_for
 from .models import kafka_messages
 from .settings import DbSettings
 
@@ -60,6 +64,12 @@ class DbBackend:
         if not messages:
             return
         bind = current_bind()
+        if is_async(bind):
+            # a blocking insert cannot run through an asyncio connection from here
+            raise DeimosError(
+                f"publishing to {context.topic!r} inside deimos_db.transaction() of an "
+                f"{type(bind).__name__}: use `await {context.producer}.apublish(...)` (or "
+                "apublish_list), which inserts through it on the event loop")
         if isinstance(bind, Session):
             insert_messages(bind.connection(), messages)
         elif bind is not None:
@@ -67,6 +77,21 @@ class DbBackend:
         else:
             with engine_for(context.settings).begin() as conn:
                 insert_messages(conn, messages)
+        context.telemetry.increment("db_producer.insert", len(messages),
+                                    {"topic": context.topic})
+
+    @hookimpl
+    async def deimos_backend_execute_async(self, context: ProduceContext,
+                                           messages: Sequence[Message], sync: bool) -> None:
+        """``apublish``: through the caller's ``AsyncSession``/``AsyncConnection`` (the same
+        insert, run by SQLAlchemy on the event loop); otherwise the synchronous path in a
+        worker thread (the transaction's context variable carried over)."""
+        bind: Any = current_bind()
+        if not messages or not is_async(bind):
+            await asyncio.to_thread(self.deimos_backend_execute, context, messages, sync)
+            return
+        conn = await bind.connection() if hasattr(bind, "sync_session") else bind
+        await conn.run_sync(insert_messages, messages)
         context.telemetry.increment("db_producer.insert", len(messages),
                                     {"topic": context.topic})
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from deimos.errors import DeimosError
 from deimos.message import Headers, Message
@@ -102,20 +101,22 @@ def dispose_engines() -> None:
 # the caller's transaction
 # ---------------------------------------------------------------------------------------------
 
-Bind = Session | sa.Connection
+Bind = Any  # Session | Connection, or AsyncSession | AsyncConnection (asyncio extra)
 
 _current: contextvars.ContextVar[Bind | None] = contextvars.ContextVar(
     "deimos_db_transaction", default=None)
 
 
 @contextlib.contextmanager
-def transaction(bind: Session | sa.Connection | sa.Engine) -> Iterator[Any]:
+def transaction(bind: Any) -> Iterator[Any]:
     """Within the block, the ``db`` backend writes messages through ``bind``, so they commit
     or roll back with your own writes.
 
     ``bind`` is a SQLAlchemy ``Session`` or ``Connection`` whose transaction you commit as
     usual, or an ``Engine``: then a transaction is begun here, committed when the block ends
     and rolled back when it raises; the ``Connection`` is yielded for your own writes.
+    From asyncio, an ``AsyncSession`` or ``AsyncConnection`` (publish with ``await
+    apublish(...)`` in the block: the rows are inserted through it on the event loop).
     Context-local, so threads and asyncio tasks each see their own.
     """
     if isinstance(bind, sa.Engine):
@@ -136,6 +137,12 @@ def transaction(bind: Session | sa.Connection | sa.Engine) -> Iterator[Any]:
 def current_bind() -> Bind | None:
     """The session or connection set by :func:`transaction`, if any."""
     return _current.get()
+
+
+def is_async(bind: Any) -> bool:
+    """Whether ``bind`` is an ``AsyncSession``/``AsyncConnection`` (checked by module, so
+    the synchronous path never imports SQLAlchemy's asyncio extension)."""
+    return type(bind).__module__.startswith("sqlalchemy.ext.asyncio")
 
 
 # ---------------------------------------------------------------------------------------------
