@@ -80,8 +80,12 @@ def _queue_one(context: ProduceContext, messages: Sequence[Message]
     if len(messages) == 1 and messages[0].partition_key is None:
         m = messages[0]
         try:
-            hit[0].producer.produce(context.topic, m.encoded_payload, m.encoded_key, -1,
-                                    hit[1], headers=m.headers)  # type: ignore[arg-type]
+            if m.headers is None:  # any keyword argument costs produce() ~0.4 µs
+                hit[0].producer.produce(context.topic, m.encoded_payload, m.encoded_key, -1,
+                                        hit[1])
+            else:
+                hit[0].producer.produce(context.topic, m.encoded_payload, m.encoded_key, -1,
+                                        hit[1], headers=m.headers)  # type: ignore[arg-type]
             return None
         except (BufferError, KafkaException):
             pass

@@ -7,15 +7,12 @@ it messages and act on the :class:`~deimos.consumer.policy.Outcome` it returns.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from deimos.config import ConsumerSettings
-from deimos.consumer import concurrency
 from deimos.consumer.aio import HandlerLoop
 from deimos.consumer.api import (
     _RAW,
@@ -26,8 +23,8 @@ from deimos.consumer.api import (
     Metadata,
     _Base,
     _key,
-    _raw_headers,
 )
+from deimos.consumer.calls import HandlerCalls, link_headers, span_attrs
 from deimos.consumer.dead_letters import DeadLetters
 from deimos.consumer.decoding import Decoder
 from deimos.consumer.policy import Outcome, RetryPolicy, Stop
@@ -37,7 +34,7 @@ from deimos.runtime import Runtime, SchemaBackend
 log = logging.getLogger("deimos.consumer")
 
 
-class MessageProcessor:
+class MessageProcessor(HandlerCalls):
     """Decoding, handler calls and the error policy for one consumer class."""
 
     def __init__(self, handler: _Base, settings: ConsumerSettings, runtime: Runtime,
@@ -80,10 +77,6 @@ class MessageProcessor:
         """Stopping: asyncio handlers still running ``seconds`` from now are cancelled."""
         if self.handlers is not None:
             self.handlers.cancel_after(seconds)
-
-    def _await(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        assert self.handlers is not None
-        return self.handlers.run(coro)
 
     @property
     def dead_lettered(self) -> int:
@@ -222,146 +215,6 @@ class MessageProcessor:
             if succeeded:
                 tel.increment("handler", succeeded, tags["success"])
 
-    def _run_messages(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
-                      start: int, stop: int, topic: str, partition: int,
-                      tags: dict[str, dict[str, str]]) -> tuple[int, BaseException | None]:
-        """Call the handler for ``msgs[start:stop]``; the index and error of the first
-        failure (the lowest, under ``max_concurrency``), or ``(stop, None)``."""
-        tel = self.telemetry
-        if self.max_concurrency > 1 and stop - start > 1:
-            return self._run_concurrently(msgs, payloads, keys, start, stop, topic, partition,
-                                          tags)
-        consume = self.handler.consume  # type: ignore[attr-defined]
-        if self.handlers is not None:
-            if tel.tracing_enabled or tel.metrics_enabled:
-                return self._await(self._run_in_order(
-                    self._message_call(msgs, payloads, keys, topic, partition, tags), start,
-                    stop))
-            return self._await(_consume_in_order(consume, msgs, payloads, keys, start, stop,
-                                                 topic, partition))
-        i = start
-        try:
-            if tel.tracing_enabled or tel.metrics_enabled:
-                call = self._message_call(msgs, payloads, keys, topic, partition, tags)
-                for i in range(start, stop):
-                    call(i)
-            elif keys is None:
-                for i in range(start, stop):
-                    consume(payloads[i], Metadata(msgs[i], _RAW, topic, partition))
-            else:
-                for i in range(start, stop):
-                    consume(payloads[i], Metadata(msgs[i], keys[i], topic, partition))
-        except Exception as exc:
-            return i, exc
-        return stop, None
-
-    def _run_concurrently(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
-                          start: int, stop: int, topic: str, partition: int,
-                          tags: dict[str, dict[str, str]]) -> tuple[int, BaseException | None]:
-        """``max_concurrency``: the messages by key on coroutines or worker threads; what
-        finished above a failure is remembered, so its retry does not run them again."""
-        ahead = self.policy.ahead(topic, partition)
-        finished = ({j for j in range(start, stop) if msgs[j].offset() in ahead} if ahead
-                    else set())
-        chains = concurrency.key_chains(msgs, start, stop, finished)
-        call = self._message_call(msgs, payloads, keys, topic, partition, tags)
-        if self.handlers is not None:
-            i, exc = self._await(concurrency.run_coroutines(
-                self.max_concurrency, chains, call, start, stop, finished))
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_concurrency,
-                                                f"deimos-{self.settings.name}")
-            i, exc = concurrency.run_threads(self._pool, self.max_concurrency, chains, call,
-                                             stop, finished)
-        if exc is not None:
-            later = {msgs[j].offset() for j in finished if j > i}
-            if later:
-                self.policy.finished_ahead(topic, partition, later)
-        return i, exc
-
-    @staticmethod
-    async def _run_in_order(call: Callable[[int], Any], start: int, stop: int
-                            ) -> tuple[int, BaseException | None]:
-        i = start
-        try:
-            for i in range(start, stop):
-                await call(i)
-        except Exception as exc:
-            return i, exc
-        except asyncio.CancelledError as cancelled:
-            raise Stop(i, cancelled) from None  # the shutdown: store what finished before
-        return stop, None
-
-    def _message_call(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
-                      topic: str, partition: int, tags: dict[str, dict[str, str]]
-                      ) -> Callable[[int], Any]:
-        """``call(i)``: the handler for message ``i`` with its span and timing (a coroutine
-        function for an asyncio handler: the span is entered inside the coroutine, in the
-        task's context, wherever its event loop runs)."""
-        consume = self.handler.consume  # type: ignore[attr-defined]
-        tel = self.telemetry
-        group = self.group
-        traced = tel.tracing_enabled
-        timed = traced or tel.metrics_enabled
-        consume_tags = tags["consume"]
-
-        def md(i: int) -> Metadata:
-            return Metadata(msgs[i], _RAW if keys is None else keys[i], topic, partition)
-
-        if self.handlers is not None:
-            async def acall(i: int) -> None:
-                if not timed:
-                    await consume(payloads[i], md(i))
-                    return
-                meta = md(i)
-                t0 = time.perf_counter()
-                if traced:
-                    with tel.span(f"process {topic}", _span_attrs(
-                            topic, group, partition, msgs[i].offset(), 1), meta.headers):
-                        await consume(payloads[i], meta)
-                else:
-                    await consume(payloads[i], meta)
-                tel.timing("handler", time.perf_counter() - t0, consume_tags)
-
-            return acall
-
-        def call(i: int) -> None:
-            if not timed:
-                consume(payloads[i], md(i))
-                return
-            meta = md(i)
-            t0 = time.perf_counter()
-            if traced:
-                with tel.span(f"process {topic}", _span_attrs(
-                        topic, group, partition, msgs[i].offset(), 1), meta.headers):
-                    consume(payloads[i], meta)
-            else:
-                consume(payloads[i], meta)
-            tel.timing("handler", time.perf_counter() - t0, consume_tags)
-
-        return call
-
-    def _consume_batch(self, payloads: list[Any], md: BatchMetadata,
-                       span: tuple[Any, ...] | None) -> None:
-        """One ``consume_batch`` call (awaited on the handler loop for an asyncio handler),
-        inside the span ``span`` names when given."""
-        if self.handlers is not None:
-            self._await(self._aconsume_batch(payloads, md, span))
-        elif span is not None:
-            with self.telemetry.span(*span):
-                self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
-        else:
-            self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
-
-    async def _aconsume_batch(self, payloads: list[Any], md: BatchMetadata,
-                              span: tuple[Any, ...] | None) -> None:
-        if span is not None:
-            with self.telemetry.span(*span):
-                await self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
-        else:
-            await self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
-
     def _process_batch(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
                        decode_errors: dict[int, BaseException], topic: str, partition: int,
                        tags: dict[str, dict[str, str]]) -> Outcome:
@@ -398,9 +251,9 @@ class MessageProcessor:
         start = time.perf_counter()
         try:
             self._consume_batch(payloads, md, (
-                f"process {topic}", _span_attrs(topic, self.group, partition,
+                f"process {topic}", span_attrs(topic, self.group, partition,
                                                 msgs[0].offset(), n),
-                None, _link_headers(msgs)) if tel.tracing_enabled else None)
+                None, link_headers(msgs)) if tel.tracing_enabled else None)
         except Exception as exc:
             tel.increment("handler", 1, tags["batch_error"])
             index = exc.index if isinstance(exc, BatchError) else 0
@@ -452,50 +305,3 @@ class MessageProcessor:
         else:
             log.debug("received from %s[%d]: %r", topic, partition,
                       list(zip(keys if keys is not None else map(_key, msgs), payloads)))
-
-
-async def _consume_in_order(consume: Any, msgs: list[Any], payloads: list[Any],
-                            keys: list[Any] | None, start: int, stop: int, topic: str,
-                            partition: int) -> tuple[int, BaseException | None]:
-    """An asyncio handler over ``msgs[start:stop]`` without telemetry: the per-message hot
-    path (one coroutine per message, awaited in place: the event loop is entered only when
-    the handler suspends)."""
-    i = start
-    try:
-        if keys is None:
-            for i in range(start, stop):
-                await consume(payloads[i], Metadata(msgs[i], _RAW, topic, partition))
-        else:
-            for i in range(start, stop):
-                await consume(payloads[i], Metadata(msgs[i], keys[i], topic, partition))
-    except Exception as exc:
-        return i, exc
-    except asyncio.CancelledError as cancelled:
-        raise Stop(i, cancelled) from None  # the shutdown: store what finished before
-    return stop, None
-
-
-def _link_headers(msgs: list[Any]) -> list[dict[str, bytes]]:
-    """The distinct header sets of a batch, for span links: messages published in one chunk
-    share a trace context, so a batch usually links to a handful of traces, not N."""
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for h in map(_raw_headers, msgs):
-        if h:
-            t = tuple(h)
-            if t not in seen:
-                seen.add(t)
-                out.append(dict(h))
-    return out
-
-
-def _span_attrs(topic: str, group: str, partition: int, offset: int, n: int) -> dict[str, Any]:
-    return {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "process",
-        "messaging.destination.name": topic,
-        "messaging.consumer.group.name": group,
-        "messaging.destination.partition.id": str(partition),
-        "messaging.kafka.offset": offset,
-        "messaging.batch.message_count": n,
-    }

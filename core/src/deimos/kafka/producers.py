@@ -190,8 +190,11 @@ class SharedProducer:
             for i, m in enumerate(messages):  # noqa: B007 (i: where Queuing resumes)
                 if m.partition_key is not None:
                     break
-                produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
-                        headers=m.headers)  # type: ignore[arg-type]
+                if m.headers is None:  # any keyword argument costs produce() ~0.4 µs
+                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback)
+                else:
+                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
+                            headers=m.headers)  # type: ignore[arg-type]
             else:
                 return []
         except (BufferError, KafkaException):
@@ -260,8 +263,11 @@ class Queuing:
                     self.count = self.sp.partition_count(topic)
                 partition = murmur2_partition(m.partition_key, self.count)
             try:
-                produce(topic, m.encoded_payload, m.encoded_key, partition, callback,
-                        headers=m.headers)  # type: ignore[arg-type]
+                if m.headers is None:  # any keyword argument costs produce() ~0.4 µs
+                    produce(topic, m.encoded_payload, m.encoded_key, partition, callback)
+                else:
+                    produce(topic, m.encoded_payload, m.encoded_key, partition, callback,
+                            headers=m.headers)  # type: ignore[arg-type]
             except BufferError:
                 self.next = i
                 return False
