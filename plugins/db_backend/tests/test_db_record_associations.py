@@ -16,7 +16,7 @@ import deimos
 from deimos.errors import DeimosError
 from deimos.testing import consume_batch
 from deimos_db import RecordConsumer, dispose_engines, get_engine
-from deimos_db_helpers import ALL_DATABASES
+from deimos_db_helpers import ALL_DATABASES, batch_metadata
 
 pytestmark = ALL_DATABASES
 
@@ -163,7 +163,7 @@ def test_many_to_one_rows_are_saved_first_and_their_ids_set_on_the_parent(db):
     # a related table without bulk_import_id needs the id in the payload
     with pytest.raises(DeimosError, match="'bulk_import_id' column"):
         Widgets().consume_batch([{"id": 3, "name": "w3", "maker": {"name": "m?"}}],
-                                _metadata([3]))
+                                batch_metadata("widgets", [3]))
     assert 3 not in [r[0] for r in select(db, Widget, "id")]
 
 
@@ -183,18 +183,8 @@ def test_a_bad_child_rolls_back_its_parent_and_the_other_messages_land(db):
         handler.consume_batch([{"id": 1, "name": "w1", "details": [{"title": "ok"}]},
                                {"id": 2, "name": "w2", "details": [{"title": None}]},
                                {"id": 3, "name": "w3", "parts": [{"sku": "s"}]}],
-                              _metadata([1, 2, 3]))
+                              batch_metadata("widgets", [1, 2, 3]))
     assert info.value.index == 1 and [f.index for f in handler.failures] == [1]
     assert select(db, Widget, "id") == [(1,), (3,)]
     assert select(db, Detail, "widget_id", "title") == [(1, "ok")]
     assert select(db, Part, "widget_id", "sku") == [(3, "s")]
-
-
-def _metadata(keys: list[Any]) -> Any:
-    from confluent_kafka import Message as KafkaMessage
-
-    from deimos.consumer import BatchMetadata
-
-    msgs = [KafkaMessage(topic="widgets", partition=0, offset=i, key=str(k).encode(),
-                         value=b"{}") for i, k in enumerate(keys)]
-    return BatchMetadata(msgs, [str(k) for k in keys], "widgets", 0)

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import deimos
-from deimos.consumer import BatchError, BatchMetadata
+from deimos.consumer import BatchError
 from deimos.testing import consume_batch
 from deimos_db import RecordConsumer, RecordMessage, deadlock_retry, dispose_engines, get_engine
-from deimos_db_helpers import ALL_DATABASES
+from deimos_db_helpers import ALL_DATABASES, batch_metadata
 
 pytestmark = ALL_DATABASES
 
@@ -54,14 +54,6 @@ def table(engine: sa.Engine) -> dict[int, tuple[Any, ...]]:
     with engine.connect() as conn:
         return {r.id: (r.name, r.region, r.qty, bool(r.deleted))
                 for r in conn.execute(sa.select(Gadget.__table__))}
-
-
-def metadata(keys: list[int]) -> BatchMetadata:
-    from confluent_kafka import Message as KafkaMessage
-
-    msgs = [KafkaMessage(topic="gadgets", partition=0, offset=i, key=str(k).encode(),
-                         value=b"{}") for i, k in enumerate(keys)]
-    return BatchMetadata(msgs, [str(k) for k in keys], "gadgets", 0)
 
 
 def seed(engine: sa.Engine, n: int = 4) -> None:
@@ -127,12 +119,12 @@ def test_without_batch_message_fallback_a_bad_row_fails_the_whole_batch(db):
 
     strict = Strict()
     with pytest.raises(sa.exc.DBAPIError, match="ck_gadgets_qty"):
-        strict.consume_batch(payloads, metadata(list(range(10))))
+        strict.consume_batch(payloads, batch_metadata("gadgets", list(range(10))))
     assert table(db) == {} and strict.failures == []
 
     lenient = Gadgets()  # the default falls back row by row: nine rows land
     with pytest.raises(BatchError) as info:
-        lenient.consume_batch(payloads, metadata(list(range(10))))
+        lenient.consume_batch(payloads, batch_metadata("gadgets", list(range(10))))
     assert info.value.index == 6 and len(table(db)) == 9
 
 

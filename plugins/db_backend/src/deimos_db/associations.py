@@ -38,7 +38,7 @@ from .records import (
     string_limits,
     truncate_strings,
 )
-from .upserts import execute_upserts, upsert_statement
+from .upserts import Statements, execute_upserts
 
 if TYPE_CHECKING:
     from .record_consumer import RecordConsumer, RecordMessage
@@ -69,14 +69,7 @@ class Association:
         self.stamps = Stamps(self.table)
         col = owner.bulk_import_id_column
         self.import_col = col if col and col in self.table.c else None
-        self._stmts: dict[tuple[str, frozenset[str]], Any] = {}
-
-    def statement(self, dialect: str, cols: frozenset[str]) -> Any:
-        stmt = self._stmts.get((dialect, cols))
-        if stmt is None:
-            stmt = self._stmts[(dialect, cols)] = upsert_statement(
-                self.table, self.key_cols, dialect, cols)
-        return stmt
+        self.statement = Statements(self.table, self.key_cols)
 
     def row(self, item: Mapping[str, Any], now: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(item, Mapping):

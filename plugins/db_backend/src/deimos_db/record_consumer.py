@@ -63,7 +63,7 @@ from .records import (
     truncate_strings,
 )
 from .settings import DbSettings
-from .upserts import execute_upserts, upsert_statement
+from .upserts import Statements, execute_upserts
 
 log = logging.getLogger("deimos_db.record_consumer")
 
@@ -176,7 +176,7 @@ class RecordConsumer(BatchConsumer):
         self._has_updated = "updated_at" in self._stamp.names
         self._limits = ({c: n for c, n in string_limits(self.table).items()
                          if c in self.write_cols} if self.truncate_columns else {})
-        self._stmts: dict[tuple[str, frozenset[str]], Any] = {}
+        self._statements = Statements(self.table, self.key_cols)
         associations = associations_of(self, self.model)
         #: writes the associations a batch's payloads carry; None when the model has none
         self._writer = Writer(associations) if associations else None
@@ -555,12 +555,9 @@ class RecordConsumer(BatchConsumer):
                 conn, rows, self.upsert_statement, self.max_db_batch_size))
 
     def upsert_statement(self, dialect: str, cols: frozenset[str]) -> Any:
-        """The dialect's native upsert of rows with columns ``cols`` (cached)."""
-        cached = self._stmts.get((dialect, cols))
-        if cached is None:
-            cached = self._stmts[(dialect, cols)] = upsert_statement(
-                self.table, self.key_cols, dialect, cols)
-        return cached
+        """The dialect's native upsert of rows with columns ``cols`` (cached); override to
+        write rows another way."""
+        return self._statements(dialect, cols)
 
     def _delete(self, conn: sa.Connection, messages: list[RecordMessage]) -> None:
         if not messages:
