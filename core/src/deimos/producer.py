@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from deimos import events as _events
 from deimos import runtime as _runtime_mod
 from deimos.config import KeyConfig, TopicSettings, get_settings
 from deimos.errors import DeimosError, MissingKeyError, SchemaValidationError
@@ -132,6 +133,7 @@ class Pipeline:
         on_error: Any = None,
         disabled: bool = False,
         payload_log: str | None = None,
+        producer: type | None = None,
     ) -> None:
         settings = runtime.settings
         self.runtime = runtime
@@ -159,8 +161,12 @@ class Pipeline:
         self.disabled = settings.producers.disabled or disabled
         #: the ``payload_log`` mode, None when nothing is logged
         self.payload_log = payload_log or settings.producers.payload_log
+        self.producer = producer
+        #: ``deimos.encode_message`` to its subscribers, None without any
+        self.on_encode = runtime.events.emitter(_events.ENCODE_MESSAGE)
         #: anything beyond build-and-send: one check on the per-message path for all of them
-        self.special = self.disabled or self.payload_log is not None
+        self.special = (self.disabled or self.payload_log is not None
+                        or self.on_encode is not None)
         self.tracing = runtime.telemetry.tracing_enabled
         self.encode = self.schema.encode
         self.encode_key = self.schema.encode_key or self._cannot_encode_keys
@@ -264,6 +270,9 @@ class Pipeline:
         messages = self.build(payloads, keys, headers, partition_keys, message_headers)
         if self.payload_log is not None:
             self._log_payloads(messages)
+        if self.on_encode is not None:
+            self.on_encode({"producer": self.producer, "topic": self.topic,
+                            "payloads": [m.payload for m in messages], "messages": messages})
         self.send(messages, sync, force_send)
         return messages
 
@@ -506,6 +515,7 @@ class Producer(metaclass=_ProducerMeta):
             on_error=cls.delivery_failed if on_error else None,
             disabled=cls.disabled,
             payload_log=cls.payload_log,
+            producer=cls,
         )
 
     @classmethod
@@ -579,6 +589,16 @@ class Producer(metaclass=_ProducerMeta):
 
 #: ``deimos.produce`` pipelines per topic, for the runtime they were built for
 _topic_pipelines: dict[str, Pipeline] = {}
+
+
+def _forget_all_pipelines() -> None:
+    """Event subscribers changed: pipelines resolve their emitters again when rebuilt."""
+    _pipelines.clear()
+    _topic_override_pipelines.clear()
+    _topic_pipelines.clear()
+
+
+_events.on_change(_forget_all_pipelines)
 
 
 def produce(

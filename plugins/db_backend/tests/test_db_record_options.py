@@ -176,3 +176,37 @@ def test_deadlock_retry_runs_the_session_function_again_after_a_lock_timeout(
     assert attempts == [0] and table(db)[1][2] == 101
     if engine is not db:
         engine.dispose()
+
+
+def test_batch_consumption_events_report_valid_invalid_and_the_initial_failure(db):
+    import deimos.events
+
+    seen: list[tuple[str, Any]] = []
+
+    def record(name: str, payload: Any) -> None:
+        seen.append((name, payload))
+
+    class Picky(Gadgets):
+        def should_consume(self, message: RecordMessage) -> bool:
+            return message.payload is None or message.payload["name"] != "skip"
+
+    unsubscribe = deimos.events.subscribe(record)
+    try:
+        consume_batch(Picky, [{"id": 1, "name": "a", "qty": 1}, {"id": 2, "name": "skip",
+                                                                 "qty": 2}], keys=[1, 2])
+        with pytest.raises(BatchError):
+            Picky().consume_batch([{"id": 3, "name": "b", "qty": 3},
+                                   {"id": 4, "name": "c", "qty": -4}],
+                                  batch_metadata("gadgets", [3, 4]))
+    finally:
+        unsubscribe()
+    summary = [(n, p["consumer"], [m.payload["id"] for m in p["records"]])
+               if "records" in p else (n, p["consumer"], p["operation"], p["count"])
+               for n, p in seen]
+    assert summary == [
+        ("deimos.batch_consumption.invalid_records", Picky, [2]),
+        ("deimos.batch_consumption.valid_records", Picky, [1]),
+        ("deimos.batch_consumption.initial_failure", Picky, "upsert_records", 2),
+        ("deimos.batch_consumption.valid_records", Picky, [3])]
+    failure = seen[2][1]
+    assert failure["topic"] == "gadgets" and isinstance(failure["error"], sa.exc.DBAPIError)
