@@ -181,7 +181,7 @@ class RecordConsumer(BatchConsumer):
         self._statements = Statements(self.table, self.key_cols)
         associations = associations_of(self, self.model)
         #: writes the associations a batch's payloads carry; None when the model has none
-        self._writer = Writer(associations) if associations else None
+        self._writer = Writer(type(self).__name__, associations) if associations else None
         cls = type(self)
         #: default hooks and one key column: rows are built in one loop
         self._fast = self.bulk_import and len(self.key_cols) == 1 and all(
