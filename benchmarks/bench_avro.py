@@ -172,6 +172,20 @@ def produce_avro_message(b: Bench) -> dict[str, Any]:
     return _produce_avro(b, per_message=True)
 
 
+def raw_avro_decoder() -> Any:
+    """The raw side's decoder: the best a user does, no copy of the payload and no reader
+    schema (the writer's is the reader's, so fastavro's schema resolution is not needed)."""
+    parsed = fastavro.parse_schema(SCHEMA)
+    reader = fastavro.schemaless_reader
+
+    def raw_decode(v: bytes) -> Any:
+        buf = io.BytesIO(v)
+        buf.seek(5)
+        return reader(buf, parsed, None)
+
+    return raw_decode
+
+
 class _WidgetConsumer(BatchConsumer):
     schema = "Widget"
     namespace = "com.bench"
@@ -188,16 +202,7 @@ def consume_batch_avro(b: Bench) -> dict[str, Any]:
     n = b.messages
     topic = filled_avro_topic(b, n)
     client = _configure(b)
-    parsed = fastavro.parse_schema(SCHEMA)
-    reader = fastavro.schemaless_reader
-
-    def raw_decode(v: bytes) -> Any:
-        # the best a user does: no copy of the payload, and no reader schema (the writer's
-        # is the reader's, so fastavro's schema resolution is not needed)
-        buf = io.BytesIO(v)
-        buf.seek(5)
-        return reader(buf, parsed, None)
-
+    raw_decode = raw_avro_decoder()
     result = b.alternate(lambda: b.raw_consume(topic, n, raw_decode),
                          lambda: b.deimos_consume(_WidgetConsumer, topic, n))
     des = AvroDeserializer(client)

@@ -28,7 +28,12 @@ END = "<!-- END GENERATED -->"
 
 #: (section path as users write it, model, heading text)
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
-    ("kafka", c.KafkaSettings, "Connection to the cluster, shared by producers and consumers."),
+    ("kafka", c.KafkaSettings, "Connection to the (default) cluster, shared by producers and "
+                               "consumers."),
+    ("kafka.clusters.NAME", c.ClusterSettings,
+     "Another cluster producers and consumers may choose (`cluster = \"NAME\"`; see "
+     "[Several clusters](clusters.md)): the keys of `kafka` but `clusters`, nothing "
+     "inherited from it."),
     ("producers", c.ProducerSettings, "Every producer."),
     ("producers.topics[]", c.TopicSettings,
      "Topics `deimos.produce(topic, ...)` may publish to without a producer class."),
@@ -53,15 +58,15 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
 
 #: descriptions of fields that have none in the model
 DESCRIPTIONS: dict[str, str] = {
-    "KafkaSettings.client_id": "`client.id` of every connection",
-    "KafkaSettings.security_protocol": "`security.protocol`",
-    "KafkaSettings.sasl_mechanism": "`sasl.mechanism`, e.g. `PLAIN`, `SCRAM-SHA-512`",
-    "KafkaSettings.sasl_username": "`sasl.username`",
-    "KafkaSettings.sasl_password": "`sasl.password` (secret: masked everywhere)",
-    "KafkaSettings.ssl_ca_location": "`ssl.ca.location`: CA certificate file",
-    "KafkaSettings.ssl_certificate_location": "`ssl.certificate.location`: client certificate",
-    "KafkaSettings.ssl_key_location": "`ssl.key.location`: client private key",
-    "KafkaSettings.ssl_key_password": "`ssl.key.password` (secret)",
+    "ClusterSettings.client_id": "`client.id` of every connection",
+    "ClusterSettings.security_protocol": "`security.protocol`",
+    "ClusterSettings.sasl_mechanism": "`sasl.mechanism`, e.g. `PLAIN`, `SCRAM-SHA-512`",
+    "ClusterSettings.sasl_username": "`sasl.username`",
+    "ClusterSettings.sasl_password": "`sasl.password` (secret: masked everywhere)",
+    "ClusterSettings.ssl_ca_location": "`ssl.ca.location`: CA certificate file",
+    "ClusterSettings.ssl_certificate_location": "`ssl.certificate.location`: client certificate",
+    "ClusterSettings.ssl_key_location": "`ssl.key.location`: client private key",
+    "ClusterSettings.ssl_key_password": "`ssl.key.password` (secret)",
     "TopicSettings.topic": "topic name (before `producers.topic_prefix`)",
     "TopicSettings.schema": "value schema name",
     "TopicSettings.namespace": "schema namespace",
@@ -169,7 +174,10 @@ def rows(model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
     out = []
     for name, field in model.model_fields.items():
         key = key_of(name, field)
-        description = field.description or DESCRIPTIONS.get(f"{model.__name__}.{key}")
+        # a field a section inherits is described once, under the class defining it
+        description = field.description or next(
+            (DESCRIPTIONS[f"{k.__name__}.{key}"] for k in model.__mro__
+             if f"{k.__name__}.{key}" in DESCRIPTIONS), None)
         if not description:
             raise SystemExit(f"no description for {model.__name__}.{key}: add one to the "
                              "model or to DESCRIPTIONS")

@@ -74,3 +74,16 @@ def test_application_subscribers_come_and_go_and_cannot_break_a_publish(sink, ca
     assert seen == ["x"] and Orders._pipeline().on_encode is None
     with pytest.raises(ValueError, match="unknown deimos event"):
         deimos.events.subscribe(broken, "deimos.no_such_event")
+
+
+def test_apublish_reports_encode_message_too(sink):
+    import asyncio
+
+    deimos.configure(producers={"backend": "test"}, metrics={"providers": ["eventsink"]})
+
+    async def go() -> None:
+        await Orders.apublish("e", key="5")
+        await Orders.apublish_list(["f"], keys=["6"])
+
+    asyncio.run(go())
+    assert [p["payloads"] for _, p in sink.events] == [["e"], ["f"]]

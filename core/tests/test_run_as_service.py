@@ -35,6 +35,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` with ``labels`` on a Prometheus text page."""
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in text.splitlines() if line and not line.startswith("#")}
+    return sum(v for k, v in samples.items() if k.split("{")[0] == name
+               and all(f'{a}="{b}"' in k for a, b in labels.items()))
+
+
 def get(port: int, path: str) -> tuple[int | None, Any]:
     """``(status, body)`` of ``GET path``; ``(None, error)`` while nothing listens."""
     try:
@@ -171,6 +179,11 @@ def test_metrics_after_a_produce_and_a_consume_and_liveness_of_a_stuck_handler(
     try:
         wait_for(lambda: len(_lines(tmp_path / "out.txt")) == 5, timeout=60,
                  what="the 5 messages handled")
+        # the handler writes out.txt before it returns, and success is counted after it
+        # returned: wait for the count of the 5th success, then read the whole page once
+        wait_for(lambda: _sample(get(port, "/metrics")[1], "deimos_handler_total",
+                                 topic=topic, status="success") == 5,
+                 timeout=30, what="the 5 successes counted")
         status, text = get(port, "/metrics")
         assert get(port, "/livez")[0] == 200
 
@@ -190,12 +203,9 @@ def test_metrics_after_a_produce_and_a_consume_and_liveness_of_a_stuck_handler(
         code = _stop(proc)
     assert code == 0, (tmp_path / "run.log").read_text()
     assert status == 200
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-               for line in text.splitlines() if line and not line.startswith("#")}
 
     def value(name: str, **labels: str) -> float:
-        return sum(v for k, v in samples.items() if k.split("{")[0] == name
-                   and all(f'{a}="{b}"' in k for a, b in labels.items()))
+        return _sample(text, name, **labels)
 
     assert value("deimos_publish_total", topic=topic) == 5
     assert value("deimos_handler_total", topic=topic, status="batch_received") >= 1

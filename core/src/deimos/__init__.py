@@ -6,7 +6,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from deimos.config import Settings, configure, get_settings
-from deimos.consumer import BatchConsumer, BatchError, BatchMetadata, Consumer, Metadata
+from deimos.consumer import (
+    AsyncBatchConsumer,
+    AsyncConsumer,
+    BatchConsumer,
+    BatchError,
+    BatchMetadata,
+    Consumer,
+    Metadata,
+)
 from deimos.errors import (
     ConfigError,
     DeimosError,
@@ -22,6 +30,7 @@ from deimos.producer import (
     disable_producers,
     flush,
     produce,
+    producer_for,
     producers_disabled,
     tombstone,
 )
@@ -40,6 +49,8 @@ except PackageNotFoundError:  # pragma: no cover
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncBatchConsumer",
+    "AsyncConsumer",
     "BatchConsumer",
     "BatchError",
     "BatchMetadata",
@@ -61,6 +72,7 @@ __all__ = [
     "get_settings",
     "hookimpl",
     "produce",
+    "producer_for",
     "producers_disabled",
     "run",
     "tombstone",

@@ -41,6 +41,10 @@ def cli(ctx: click.Context, config_file: str | None, app: str | None) -> None:
 
 
 #: ``--health-port`` of every command that runs runnables (run, db-producer, db-poller)
+cluster_option = click.option(
+    "--cluster", default=None, metavar="NAME",
+    help="the cluster to use: a name under kafka.clusters (default: the kafka section)")
+
 health_port_option = click.option(
     "--health-port", type=int, default=None, metavar="PORT",
     help="serve /livez, /readyz, /health (and /metrics of a metrics provider) on PORT "

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deimos.cli import cli, load_settings
+from deimos.cli import cli, cluster_option, load_settings
 from deimos.errors import DeimosError
 
 if TYPE_CHECKING:
@@ -24,12 +24,12 @@ def topics_group() -> None:
     topics.overrides), compared with the cluster; apply only ever adds."""
 
 
-def _plan(ctx: click.Context, timeout: float) -> list[TopicChange]:
+def _plan(ctx: click.Context, timeout: float, cluster: str | None) -> list[TopicChange]:
     from deimos import topics
 
     settings = load_settings(ctx).settings
     try:
-        return topics.plan(settings, timeout=timeout)
+        return topics.plan(settings, timeout=timeout, cluster=cluster)
     except DeimosError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -59,12 +59,14 @@ def _print_plan(changes: list[TopicChange], as_json: bool) -> None:
 @click.option("--detailed-exitcode", is_flag=True,
               help="exit 2 when there are changes to apply (for CI, as terraform does)")
 @click.option("--timeout", default=10.0, show_default=True, help="seconds to wait")
+@cluster_option
 @click.pass_context
 def topics_plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool,
-                timeout: float) -> None:
+                timeout: float, cluster: str | None) -> None:
     """Print what `deimos topics apply` would change: + create, ~ update, = up to date,
-    ! cannot or will not change (fewer partitions, replication factor)."""
-    changes = _plan(ctx, timeout)
+    ! cannot or will not change (fewer partitions, replication factor). One cluster at a
+    time: the topics of the producers and consumers on it."""
+    changes = _plan(ctx, timeout, cluster)
     _print_plan(changes, as_json)
     if detailed_exitcode and any(c.action in ("create", "update") for c in changes):
         sys.exit(2)
@@ -72,15 +74,17 @@ def topics_plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool,
 
 @topics_group.command("apply")
 @click.option("--timeout", default=30.0, show_default=True, help="seconds to wait")
+@cluster_option
 @click.pass_context
-def topics_apply(ctx: click.Context, timeout: float) -> None:
+def topics_apply(ctx: click.Context, timeout: float, cluster: str | None) -> None:
     """Create missing topics, raise partitions, set declared configs; never deletes or
-    lowers anything."""
+    lowers anything. One cluster at a time (--cluster; default: the kafka section)."""
     from deimos import topics
 
-    changes = _plan(ctx, timeout)
+    changes = _plan(ctx, timeout, cluster)
     _print_plan(changes, False)
-    result = topics.apply(load_settings(ctx).settings, changes, timeout=timeout)
+    result = topics.apply(load_settings(ctx).settings, changes, timeout=timeout,
+                          cluster=cluster)
     for name in result.created:
         click.echo(f"created {name}")
     for name in result.partitions_raised:

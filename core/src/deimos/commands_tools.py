@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deimos.cli import cli, load_settings
+from deimos.cli import cli, cluster_option, load_settings
 
 
 def _show(value: Any) -> str:
@@ -47,10 +47,11 @@ def iso_time(ms: int | None) -> str | None:
 @click.option("--raw", is_flag=True, help="do not decode; print bytes")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.option("--timeout", default=10.0, show_default=True, help="seconds to wait")
+@cluster_option
 @click.pass_context
 def tail(ctx: click.Context, topic: str, num_messages: int, schema: str | None,
          namespace: str | None, key_config: str | None, raw: bool, as_json: bool,
-         timeout: float) -> None:
+         timeout: float, cluster: str | None) -> None:
     """Print the last messages of TOPIC, decoded, oldest first. Joins no consumer group and
     commits nothing, so it is safe against a live service's topics."""
     from deimos.inline import get_messages_for
@@ -64,7 +65,8 @@ def tail(ctx: click.Context, topic: str, num_messages: int, schema: str | None,
 
     try:
         msgs = get_messages_for(topic, num_messages, schema=schema, namespace=namespace,
-                                key_config=kc, decode=not raw, timeout=timeout)
+                                key_config=kc, decode=not raw, timeout=timeout,
+                                cluster=cluster)
     except DeimosError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -92,31 +94,39 @@ def tail(ctx: click.Context, topic: str, num_messages: int, schema: str | None,
 @click.option("--topic", "topics", multiple=True, help="only these topics (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list")
 @click.option("--timeout", default=10.0, show_default=True, help="seconds to wait")
+@cluster_option
 @click.pass_context
 def lag(ctx: click.Context, group: str | None, topics: tuple[str, ...], as_json: bool,
-        timeout: float) -> None:
+        timeout: float, cluster: str | None) -> None:
     """Print the lag of consumer GROUP (default: every configured consumer's group) per
-    topic and partition: committed offset, high watermark and the difference."""
-    from deimos.lag import PartitionLag, consumer_lag, group_topics
+    topic and partition: committed offset, high watermark and the difference. Each group is
+    measured on the cluster its consumers read, unless --cluster names one."""
+    from deimos.errors import DeimosError
+    from deimos.kafka.config import cluster_settings
+    from deimos.lag import PartitionLag, consumer_lag, group_clusters, group_topics
 
     settings = load_settings(ctx).settings
-    configured = group_topics(settings)
-    groups = {group: configured.get(group)} if group else dict(configured)
+    configured = group_topics(settings, cluster)
+    groups = {group: group_topics(settings).get(group)} if group else dict(configured)
     if not groups:
-        raise click.ClickException("no consumer group is configured; name one: deimos lag "
-                                   "GROUP")
+        raise click.ClickException("no consumer group is configured" + (
+            f" on cluster {cluster!r}" if cluster else "") + "; name one: deimos lag GROUP")
     from confluent_kafka import KafkaException
 
     from deimos.inline import unreachable
 
+    clusters = group_clusters(settings)
     rows: list[PartitionLag] = []
     for g, g_topics in groups.items():
         try:
-            rows += consumer_lag(g, list(topics) or g_topics, settings=settings,
-                                 timeout=timeout)
+            on = cluster_settings(settings, cluster or clusters.get(g), where="--cluster")
+        except DeimosError as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            rows += consumer_lag(g, list(topics) or g_topics, settings=on, timeout=timeout)
         except KafkaException as exc:
             raise click.ClickException(str(unreachable(
-                settings, f"measuring the lag of group {g}", exc.args[0] if exc.args
+                on, f"measuring the lag of group {g}", exc.args[0] if exc.args
                 else exc))) from None
     if as_json:
         click.echo(json.dumps([{"group": r.group, "topic": r.topic, "partition": r.partition,

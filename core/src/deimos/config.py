@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
@@ -43,7 +44,9 @@ ENV_FILE_VAR = "DEIMOS_CONFIG"
 #: environment variables that are not settings
 _ENV_RESERVED = {"DEIMOS_CONFIG", "DEIMOS_PLUGINS", "DEIMOS_PLUGINS_STRICT"}
 
-_SECRET_KEY = re.compile(r"(password|secret|token|credentials|sasl\.oauthbearer\.config)", re.I)
+_SECRET_KEY = re.compile(
+    r"(password|secret|token(?!_provider)|credentials|sasl\.oauthbearer\.config)",
+    re.I)
 MASK = "**********"
 
 
@@ -100,8 +103,17 @@ def _split_commas(v: Any) -> Any:
 PassThrough = dict[str, str | int | float | bool]
 
 
-class KafkaSettings(Section):
-    """Connection to the cluster, shared by producers and consumers."""
+#: the name of the ``kafka`` section itself among the clusters (``cluster = "default"``)
+DEFAULT_CLUSTER = "default"
+
+
+class ClusterSettings(Section):
+    """Connection to one Kafka cluster: the ``kafka`` section (the default cluster) and each
+    ``kafka.clusters.<name>``. A named cluster inherits nothing from ``kafka``: credentials
+    of one cluster must never reach another."""
+
+    #: where these settings are (``kafka``, ``kafka.clusters.analytics``), for errors
+    _where: str = PrivateAttr(default="kafka")
 
     bootstrap_servers: str | None = Field(
         None, description="host:port[,host:port]; unset means the embedded broker (demo)"
@@ -121,6 +133,19 @@ class KafkaSettings(Section):
     error_summary_interval: float = Field(
         30.0, gt=0, description="seconds between log summaries while the brokers stay "
         "unreachable (the failure is logged once, then summarised, then its end)")
+    sasl_oauth_token_provider: str | None = Field(
+        None, description="'module:function' returning an OAUTHBEARER token: (token, expiry "
+        "as seconds since the epoch[, principal[, extensions]]); given librdkafka's "
+        "sasl.oauthbearer.config. Passed to every client as confluent-kafka's oauth_cb")
+
+    @field_validator("sasl_oauth_token_provider")
+    @classmethod
+    def _provider_path(cls, v: str | None) -> str | None:
+        if v is not None:
+            module, sep, attr = v.partition(":")
+            if not sep or not module.strip() or not attr.strip():
+                raise ValueError(f"{v!r} is not 'module:function' (e.g. 'myapp.auth:token')")
+        return v
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -151,7 +176,67 @@ class KafkaSettings(Section):
             if secret is not None:
                 conf[key] = secret.get_secret_value()
         conf.update(self.config)
+        if self.sasl_oauth_token_provider:
+            conf["oauth_cb"] = self.oauth_token_provider()
         return conf
+
+    @property
+    def where(self) -> str:
+        """Where these settings are: ``kafka`` or ``kafka.clusters.<name>``."""
+        return self._where
+
+    def oauth_token_provider(self) -> Any:
+        """The function ``sasl_oauth_token_provider`` names, imported; a
+        :class:`~deimos.errors.ConfigError` naming the setting when it cannot be."""
+        import importlib
+
+        path = self.sasl_oauth_token_provider or ""
+        module, _, attr = path.partition(":")
+        where = f"{self._where}.sasl_oauth_token_provider"
+        try:
+            fn = importlib.import_module(module.strip())
+            for part in attr.strip().split("."):
+                fn = getattr(fn, part)
+        except ImportError as exc:
+            raise ConfigError([(where, f"cannot import {module!r} of {path!r}: {exc}")]
+                              ) from None
+        except AttributeError:
+            raise ConfigError([(where, f"module {module!r} has no {attr!r} ({path!r})")]
+                              ) from None
+        if not callable(fn):
+            raise ConfigError([(where, f"{path!r} is not callable")])
+        return fn
+
+
+class KafkaSettings(ClusterSettings):
+    """Connection to the default cluster, shared by producers and consumers, and the other
+    clusters producers and consumers may choose (``cluster = "analytics"``)."""
+
+    clusters: dict[str, ClusterSettings] = Field(
+        default_factory=dict, description="name -> connection of another cluster "
+        "(`[kafka.clusters.analytics]`, the same keys as `kafka`, nothing inherited)")
+
+    @field_validator("clusters")
+    @classmethod
+    def _names(cls, v: dict[str, ClusterSettings]) -> dict[str, ClusterSettings]:
+        if DEFAULT_CLUSTER in v:
+            raise ValueError(f"{DEFAULT_CLUSTER!r} names the kafka section itself; give "
+                             "the other clusters other names")
+        for name, cluster in v.items():
+            cluster._where = f"kafka.clusters.{name}"
+        return v
+
+    def cluster(self, name: str | None) -> ClusterSettings:
+        """The settings of cluster ``name`` (None or ``"default"``: this section)."""
+        if name is None or name == DEFAULT_CLUSTER:
+            return self
+        found = self.clusters.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def cluster_names(self) -> list[str]:
+        return [DEFAULT_CLUSTER, *self.clusters]
 
 
 class KeyConfig(Section):
@@ -199,7 +284,35 @@ class KeyConfig(Section):
         return self.kind
 
 
-class TopicSettings(Section):
+class OwnSchemaSettings(Section):
+    """A producer's or consumer's own schema backend and registry (Ruby Deimos's per-topic
+    ``schema_backend``, ``registry_url``, ``registry_user``, ``registry_password``), over the
+    ``schema`` section. A ``registry_url`` of its own takes no credentials from ``schema``:
+    those belong to the other registry."""
+
+    schema_backend: str | None = Field(
+        None, description="schema backend entry-point name (unset: schema.backend)")
+    registry_url: str | None = Field(
+        None, description="schema registry of this producer/consumer (unset: "
+        "schema.registry_url)")
+    registry_user: str | None = Field(None, description="its registry's user")
+    registry_password: SecretStr | None = Field(None, description="its registry's password")
+
+    def schema_overrides(self) -> dict[str, Any]:
+        """What these settings change in the ``schema`` section (empty: nothing)."""
+        out: dict[str, Any] = {}
+        if self.schema_backend:
+            out["backend"] = self.schema_backend
+        if self.registry_url:
+            out.update(registry_url=self.registry_url, user=None, password=None)
+        if self.registry_user is not None:
+            out["user"] = self.registry_user
+        if self.registry_password is not None:
+            out["password"] = self.registry_password
+        return out
+
+
+class TopicSettings(OwnSchemaSettings):
     """A topic producers can publish to without a producer class (``deimos.produce``)."""
 
     topic: str
@@ -207,6 +320,12 @@ class TopicSettings(Section):
     namespace: str | None = None
     key_config: KeyConfig = Field(default_factory=KeyConfig)
     backend: str | None = None
+    cluster: str | None = Field(
+        None, description="the cluster to publish to (a name under kafka.clusters; unset: "
+        "the kafka section)")
+    config: PassThrough = Field(
+        default_factory=dict, description="librdkafka producer properties of this topic, "
+        "over producers.config (Ruby's per-topic kafka(...)): its own shared producer")
 
 
 class ProducerSettings(Section):
@@ -276,8 +395,11 @@ class RetrySettings(BackoffSettings):
     attempts: int = Field(3, ge=1, description="deliveries before the message is given up")
 
 
-class ConsumerSettings(Section):
+class ConsumerSettings(OwnSchemaSettings):
     name: str | None = None
+    cluster: str | None = Field(
+        None, description="the cluster to consume from (a name under kafka.clusters; unset: "
+        "the kafka section)")
     class_path: str | None = Field(
         None, alias="class", description="'module:Class' of the consumer"
     )
@@ -295,12 +417,18 @@ class ConsumerSettings(Section):
         "classic", description="'consumer': the rebalance protocol of KIP-848 (Kafka 4's "
         "default; the broker then decides session and heartbeat timeouts)")
     concurrency: int = Field(1, ge=1, description="threads, each with its own partitions")
+    max_concurrency: int = Field(
+        1, ge=1, description="messages of one partition's batch handled at once (coroutines "
+        "of an AsyncConsumer, worker threads of a Consumer); same key never at once, offsets "
+        "stored up to the lowest unfinished one")
     payload_log: Literal["full", "keys", "count", "headers"] = "full"
     on_error: Literal["raise", "retry", "dead_letter", "skip"] = Field(
         "raise", description="once a message's retry.attempts are used up: raise (stop; "
         "restart from the committed offset), retry (never give up), dead_letter, skip")
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter_topic: str | None = None
+    dead_letter_cluster: str | None = Field(
+        None, description="the cluster dead letters are written to (unset: the consumer's)")
     dead_letter_error_bytes: int = Field(
         1024, ge=16, description="longest deimos-error-message header of a dead letter "
         "(bytes; SQL errors never carry their bound parameters)")
@@ -339,6 +467,10 @@ class SchemaSettings(Section):
 class MetricsSettings(Section):
     providers: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict, description="added to every metric")
+    kafka_statistics: bool = Field(
+        True, description="forward librdkafka's statistics (broker round trips, queue "
+        "depths, consumer lag as librdkafka sees it) as gauges, every statistics.interval.ms "
+        "(default 2000), from the shared producers and the group consumers")
 
     _split = field_validator("providers", mode="before")(_split_commas)
 
@@ -354,6 +486,10 @@ class RunnerSettings(Section):
     restart_delay: float = Field(
         5.0, ge=0, description="seconds before a crashed runnable restarts"
     )
+    cancel_handlers_after: float | None = Field(
+        None, ge=0, description="seconds after a stop request at which asyncio handlers "
+        "still running are cancelled (their messages not committed); default: half of "
+        "shutdown_timeout, leaving the rest to commit and close")
 
 
 class HealthSettings(Section):
@@ -406,6 +542,21 @@ class Settings(Section):
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
+
+    @model_validator(mode="after")
+    def _clusters_exist(self) -> Settings:
+        known = self.kafka.cluster_names()
+        refs = [(f"producers.topics.{i}.cluster", t.cluster)
+                for i, t in enumerate(self.producers.topics)]
+        for i, c in enumerate(self.consumers):
+            refs += [(f"consumers.{i}.cluster", c.cluster),
+                     (f"consumers.{i}.dead_letter_cluster", c.dead_letter_cluster)]
+        for path, name in refs:
+            if name is not None and name not in known:
+                # ConfigError passes through pydantic: the error names the field, not <root>
+                raise ConfigError([(path, f"cluster {name!r} is not configured under "
+                                          f"kafka.clusters (configured: {', '.join(known)})")])
+        return self
 
     @property
     def schema(self) -> SchemaSettings:  # type: ignore[override]
@@ -580,10 +731,13 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _format_errors(exc: ValidationError, sources: Mapping[str, str]) -> ConfigError:
+def format_errors(exc: ValidationError, sources: Mapping[str, str], prefix: str = ""
+                  ) -> ConfigError:
+    """A settings validation error as a :class:`ConfigError` naming each setting (under
+    ``prefix``, for a section validated on its own) and where its value came from."""
     errors = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+        loc = [prefix] * bool(prefix) + [str(p) for p in err["loc"]]
         path = ".".join("schema" if p == "schema_" else p for p in loc) or "<root>"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -643,7 +797,7 @@ def build_settings(
     try:
         settings = model.model_validate(data)
     except ValidationError as exc:
-        raise _format_errors(exc, sources) from None
+        raise format_errors(exc, sources) from None
     return LoadedSettings(settings, sources, pdata, file)
 
 

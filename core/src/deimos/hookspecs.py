@@ -23,7 +23,7 @@ dispatch; pluggy still validates every implementation against these specs when i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -126,6 +126,39 @@ def deimos_backend_execute(
 
 
 @hookspec
+def deimos_backend_sender(context: ProduceContext) -> Callable[[Message], None] | None:
+    """Optional: a callable that sends *one* message asynchronously for ``context``.
+
+    Why: a per-message ``publish()`` is the commonest way to publish, and a batch API pays
+    for lists and loops it does not need. deimos asks once per producer and topic, then calls
+    the result for each ``publish()`` that is asynchronous, has no partition key and is not
+    traced; everything else still goes through :func:`deimos_backend_execute`.
+
+    The callable must behave exactly as ``deimos_backend_execute(context, [message],
+    sync=False)``: return once the message is accepted, report a later failure through
+    ``context.on_error``, raise :class:`deimos.errors.PublishError` when the message is
+    refused.
+
+    :returns: the sender, or ``None`` to keep every message on ``deimos_backend_execute``.
+    """
+
+
+@hookspec
+def deimos_backend_execute_async(
+    context: ProduceContext, messages: Sequence[Message], sync: bool
+) -> Awaitable[None]:
+    """Optional: ``deimos_backend_execute`` for ``apublish``/``apublish_list``, called on the
+    event loop's thread; it must never block it (wait by awaiting).
+
+    A backend without it is run by ``apublish`` in a worker thread (``asyncio.to_thread``,
+    context variables carried over), so it never blocks the event loop either.
+
+    :returns: an awaitable that ends when the messages are accepted (``sync`` false) or
+        durably delivered (``sync`` true); raises as ``deimos_backend_execute`` does.
+    """
+
+
+@hookspec
 def deimos_backend_flush(timeout: float) -> int:
     """Called on shutdown and by ``deimos.flush()``: wait up to ``timeout`` seconds for
     asynchronously sent messages.
@@ -183,6 +216,24 @@ def deimos_schema_encode_key(context: SchemaContext, keys: Sequence[Any]) -> lis
     ``schema: X`` it uses schema ``X``; with ``plain`` it encodes the key as UTF-8 text.
 
     :returns: one ``bytes`` (or ``None`` for a missing key) per key, in order.
+    """
+
+
+@hookspec
+def deimos_schema_encoder(context: SchemaContext, role: str
+                          ) -> Callable[[Any], bytes | None] | None:
+    """Optional: an encoder of *one* value (``role="value"``) or key (``role="key"``).
+
+    Why: ``publish()`` sends one message per call, and the list shape of
+    :func:`deimos_schema_encode` (a tuple in, a list out, a loop) costs more than the encoding
+    of a small message. deimos asks once per producer and topic, at its first publish (a
+    registry may be consulted then), and calls the result for each ``publish()``.
+
+    ``encoder(x)`` must return exactly what ``deimos_schema_encode(context, [x])[0]`` (or
+    ``deimos_schema_encode_key``) returns and raise the same errors; the conformance suite
+    checks it.
+
+    :returns: the encoder, or ``None`` to use the list hooks.
     """
 
 

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from deimos.config import KeyConfig, Settings
 from deimos.errors import DeimosError
-from deimos.kafka.config import DEFAULT_BOOTSTRAP, reader_config
+from deimos.kafka.config import DEFAULT_BOOTSTRAP, cluster_settings, reader_config
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
 
 
@@ -83,8 +83,8 @@ def unreachable(settings: Settings, what: str, error: Any) -> DeimosError:
     if isinstance(error, BaseException) and error.args:
         error = error.args[0]  # KafkaException(KafkaError)
     text = error.str() if callable(getattr(error, "str", None)) else str(error)
-    return DeimosError(f"{what}: cannot reach Kafka at kafka.bootstrap_servers = {where}: "
-                       f"{text}")
+    return DeimosError(f"{what}: cannot reach Kafka at {settings.kafka.where}."
+                       f"bootstrap_servers = {where}: {text}")
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -191,6 +191,7 @@ def get_messages_for(
     decode: bool = True,
     timeout: float = 10.0,
     settings: Settings | None = None,
+    cluster: str | None = None,
 ) -> list[InlineMessage]:
     """The last ``num_messages`` messages of ``topic`` across all its partitions, oldest
     first (by timestamp, then partition and offset), decoded with the schema of the consumer
@@ -198,6 +199,8 @@ def get_messages_for(
 
     :param decode: False returns raw bytes for keys and payloads.
     :param timeout: seconds to wait for metadata, watermarks and the fetch.
+    :param cluster: the cluster to read from (a name under ``kafka.clusters``; default: the
+        ``kafka`` section).
     """
     if num_messages <= 0:
         return []
@@ -207,13 +210,13 @@ def get_messages_for(
             c.dead_letter_topic == topic for c in runtime.settings.consumers):
         topic = prefix + topic  # as producers and consumers name it (not dead letters)
     last = LastError()
-    consumer = KafkaConsumer(quiet(client_config(runtime.settings), last))
+    on = cluster_settings(runtime.settings, cluster, where="cluster")
+    consumer = KafkaConsumer(quiet(client_config(on), last))
     try:
         try:
             ranges = start_offsets(consumer, topic, num_messages, timeout)
         except KafkaException as exc:
-            raise unreachable(runtime.settings, f"reading {topic!r}",
-                              last.error or exc) from None
+            raise unreachable(on, f"reading {topic!r}", last.error or exc) from None
         if not ranges:
             return []
         consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in ranges.items()])

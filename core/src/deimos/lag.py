@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition
 
-from deimos.config import Settings
-from deimos.kafka.config import admin_config, reader_config
+from deimos.config import DEFAULT_CLUSTER, ConsumerSettings, Settings
+from deimos.kafka.config import admin_config, cluster_settings, reader_config
 from deimos.runtime import Runtime, get_runtime
 
 log = logging.getLogger("deimos.lag")
@@ -60,27 +60,40 @@ def _client(settings: Settings, group: str) -> KafkaConsumer:
     return KafkaConsumer(reader_config(settings, "lag", group=group))
 
 
-def group_topics(settings: Settings) -> dict[str, list[str]]:
-    """``group -> topics`` of every enabled consumer configured under ``[[consumers]]``
-    (class attributes included), topic prefix applied."""
+def _consumers(settings: Settings) -> Iterator[ConsumerSettings]:
+    """Every enabled consumer configured under ``[[consumers]]``, class attributes included
+    (one that cannot be resolved is logged and skipped)."""
     from deimos.consumer import import_class, resolve_settings
 
-    prefix = settings.producers.topic_prefix
-    out: dict[str, list[str]] = {}
     for entry in settings.consumers:
         if entry.disabled:
             continue
         try:
-            cs = resolve_settings(import_class(entry.class_path), entry) if entry.class_path \
-                else entry
+            yield resolve_settings(import_class(entry.class_path), entry) \
+                if entry.class_path else entry
         except Exception as exc:
             log.warning("lag: skipping consumer %s: %s", entry.name or entry.class_path, exc)
-            continue
-        if not cs.group_id:
+
+
+def group_topics(settings: Settings, cluster: str | None = None) -> dict[str, list[str]]:
+    """``group -> topics`` of every enabled consumer configured under ``[[consumers]]``
+    (class attributes included), topic prefix applied; with ``cluster``, only the consumers
+    of that cluster."""
+    prefix = settings.producers.topic_prefix
+    out: dict[str, list[str]] = {}
+    for cs in _consumers(settings):
+        if not cs.group_id or (cluster is not None
+                               and (cs.cluster or DEFAULT_CLUSTER) != cluster):
             continue
         topics = out.setdefault(cs.group_id, [])
         topics.extend(prefix + t for t in cs.topics if prefix + t not in topics)
     return out
+
+
+def group_clusters(settings: Settings) -> dict[str, str]:
+    """``group -> the cluster its consumers read`` for every configured group."""
+    return {cs.group_id: cs.cluster or DEFAULT_CLUSTER for cs in _consumers(settings)
+            if cs.group_id}
 
 
 def _committed_topics(settings: Settings, group: str, timeout: float) -> list[str]:
@@ -142,6 +155,8 @@ class LagReporter:
         self.runtime = runtime or get_runtime()
         self.interval = interval
         self.groups = groups if groups is not None else group_topics(self.runtime.settings)
+        #: each group measured on the cluster its consumers read
+        self.clusters = group_clusters(self.runtime.settings)
         self._stop = threading.Event()
         #: partitions already warned about (inconsistent watermarks), once each
         self._warned: set[tuple[str, str, int]] = set()
@@ -152,7 +167,8 @@ class LagReporter:
         rows: list[PartitionLag] = []
         for group, topics in self.groups.items():
             try:
-                measured = consumer_lag(group, topics, settings=self.runtime.settings)
+                measured = consumer_lag(group, topics, settings=cluster_settings(
+                    self.runtime.settings, self.clusters.get(group)))
             except Exception as exc:
                 log.warning("lag: group %s could not be measured: %s", group, exc)
                 continue

@@ -144,8 +144,10 @@ class SignalHandler:
         self.executor.stop()
 
 
-def consumer_factories(names: Sequence[str] | None = None) -> list[Callable[[], Runnable]]:
-    """One factory per consumer thread of every configured consumer."""
+def consumer_factories(names: Sequence[str] | None = None, *, event_loop: Any = None
+                       ) -> list[Callable[[], Runnable]]:
+    """One factory per consumer thread of every configured consumer (asyncio handlers on
+    ``event_loop`` when given, else on an event loop of their consumer thread)."""
     from deimos.consumer import ConsumerLoop, consumer_settings_for
 
     runtime = get_runtime()
@@ -154,7 +156,7 @@ def consumer_factories(names: Sequence[str] | None = None) -> list[Callable[[], 
         return factories
     for cls, cs in consumer_settings_for(runtime, names):
         def make(cls: type = cls, cs: Any = cs) -> Runnable:
-            return ConsumerLoop(cls, cs, get_runtime())
+            return ConsumerLoop(cls, cs, get_runtime(), event_loop=event_loop)
 
         factories.extend([make] * cs.concurrency)
     return factories

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from deimos import config as _config
-from deimos.config import KeyConfig, Settings
+from deimos.config import KeyConfig, OwnSchemaSettings, Settings
 from deimos.events import EventBus
 from deimos.plugins import PluginRegistry, get_registry
 from deimos.schema.base import SchemaContext
@@ -36,6 +38,8 @@ class SchemaBackend:
     coerce: Callable[..., Any] | None
     fields: Callable[..., Any] | None
     mock: Callable[..., str] | None
+    #: ``deimos_schema_encoder`` (optional): a one-value encoder for ``publish()``
+    encoder: Callable[..., Callable[[Any], bytes | None] | None] | None = None
     _field_names: frozenset[str] | None = field(default=None, repr=False)
 
     def field_names(self) -> frozenset[str]:
@@ -55,6 +59,10 @@ class Backend:
     #: whether a publish is handed over in chunks of ``max_batch_size`` (a backend that
     #: batches by itself, as librdkafka does, takes each call whole: one wait per call)
     chunked: bool = True
+    #: ``deimos_backend_sender`` (optional): a one-message asynchronous sender
+    sender: Callable[..., Callable[[Any], None] | None] | None = None
+    #: ``deimos_backend_execute_async``, where the backend has one (``apublish``)
+    execute_async: Callable[..., Any] | None = None
 
 
 class Runtime:
@@ -64,6 +72,7 @@ class Runtime:
         self._lock = threading.RLock()
         self._configured: set[tuple[str, str]] = set()
         self._backends: dict[str, Backend] = {}
+        self._schema_views: dict[str, Settings] = {}
         #: test mode: producer backend used for every producer, schema backend name mapping
         self.backend_override: str | None = None
         self.schema_override: Callable[[str, SchemaContext], str] | None = None
@@ -88,11 +97,19 @@ class Runtime:
                  ("schema.backend", "schema_backend", s.schema.backend)]
         named += [(f"producers.topics.{i}.backend", "producer_backend", t.backend)
                   for i, t in enumerate(s.producers.topics) if t.backend]
+        named += [(f"producers.topics.{i}.schema_backend", "schema_backend", t.schema_backend)
+                  for i, t in enumerate(s.producers.topics) if t.schema_backend]
+        named += [(f"consumers.{i}.schema_backend", "schema_backend", c.schema_backend)
+                  for i, c in enumerate(s.consumers) if c.schema_backend]
         for path, kind, name in named:
             try:
                 self.registry.get(kind, name)
             except PluginError as exc:
                 raise type(exc)(f"{path}: {exc}") from None
+        # token providers are imported here too: a bad path stops the service at its start
+        for cluster in (s.kafka, *s.kafka.clusters.values()):
+            if cluster.sasl_oauth_token_provider:
+                cluster.oauth_token_provider()
 
     def configure_plugin(self, kind: str, name: str) -> None:
         """Give a plugin the settings the first time this runtime uses it."""
@@ -120,6 +137,8 @@ class Runtime:
                 caller("producer_backend", name, "deimos_backend_close"),
                 getattr(info.obj, "default_sync", True),
                 getattr(info.obj, "chunked", True),
+                caller("producer_backend", name, "deimos_backend_sender"),
+                caller("producer_backend", name, "deimos_backend_execute_async"),
             )
             self._backends[name] = b
         return b
@@ -132,9 +151,15 @@ class Runtime:
         namespace: str | None,
         key_config: KeyConfig,
         backend: str | None = None,
+        own: OwnSchemaSettings | None = None,
+        where: str = "schema",
     ) -> SchemaBackend:
-        name = backend or self.settings.schema.backend
-        context = SchemaContext(name, schema, namespace, topic, key_config, self.settings)
+        """The schema backend of one topic; ``own``: the producer's or consumer's own schema
+        backend and registry (its backend sees them as its ``schema`` section; ``where``
+        names them in errors)."""
+        settings = self.schema_settings(own, where)
+        name = backend or settings.schema.backend
+        context = SchemaContext(name, schema, namespace, topic, key_config, settings)
         if self.schema_override is not None:
             name = self.schema_override(name, context)
             context.backend = name
@@ -146,8 +171,32 @@ class Runtime:
 
         return SchemaBackend(
             name, context, c("encode"), c("decode"), c("encode_key"), c("decode_key"),
-            c("validate"), c("coerce"), c("fields"), c("mock"),
+            c("validate"), c("coerce"), c("fields"), c("mock"), c("encoder"),
         )
+
+    def schema_settings(self, own: OwnSchemaSettings | None, where: str = "schema"
+                        ) -> Settings:
+        """The settings a schema backend sees for a producer or consumer with its ``own``
+        schema settings: the ``schema`` section with them applied (one object per distinct
+        change, so a backend's per-settings caches and registry clients are shared). A
+        schema backend reads the registry from ``context.settings.schema``, so a plugin
+        needs nothing to support per-topic registries."""
+        changes = own.schema_overrides() if own is not None else {}
+        if not changes:
+            return self.settings
+        key = repr(sorted((k, repr(v)) for k, v in changes.items()))
+        view = self._schema_views.get(key)
+        if view is None:
+            data = _config.settings_data(self.settings.schema, exclude_unset=False)
+            data.update({k: v.get_secret_value() if hasattr(v, "get_secret_value") else v
+                         for k, v in changes.items()})
+            try:
+                section = type(self.settings.schema).model_validate(data)
+            except ValidationError as exc:
+                raise _config.format_errors(exc, {}, prefix=where) from None
+            view = self._schema_views[key] = self.settings.model_copy(
+                update={"schema_": section})
+        return view
 
     def mock_name(self, name: str, context: SchemaContext) -> str:
         """The stand-in the test helpers use for schema backend ``name``."""

@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deimos.config import Settings
+from deimos.config import DEFAULT_CLUSTER, Settings
 from deimos.errors import DeimosError
+from deimos.kafka.config import cluster_settings
 
 log = logging.getLogger("deimos.topics")
 
@@ -95,15 +96,21 @@ def _producer_class_topic(path: str) -> str | None:
     return topic if isinstance(topic, str) and topic else None
 
 
-def implied_topics(settings: Settings) -> dict[str, list[str]]:
-    """``topic -> sources``: every topic name the settings imply, prefix applied."""
+def implied_topics(settings: Settings, cluster: str | None = None) -> dict[str, list[str]]:
+    """``topic -> sources``: every topic name the settings imply on ``cluster`` (a name under
+    ``kafka.clusters``; default: the ``kafka`` section), prefix applied. DB pollers relay
+    through the outbox to the default cluster, and a name only in ``topics.overrides`` is
+    declared there too."""
     from deimos.consumer import import_class, resolve_settings
 
     prefix = settings.producers.topic_prefix
     out: dict[str, list[str]] = {}
+    cluster = cluster or DEFAULT_CLUSTER
+    default = cluster == DEFAULT_CLUSTER
 
-    def add(name: str, source: str, prefixed: bool = True) -> None:
-        out.setdefault(prefix + name if prefixed else name, []).append(source)
+    def add(name: str, source: str, prefixed: bool = True, on: str | None = None) -> None:
+        if (on or DEFAULT_CLUSTER) == cluster:
+            out.setdefault(prefix + name if prefixed else name, []).append(source)
 
     for entry in settings.consumers:
         if entry.disabled:
@@ -115,15 +122,15 @@ def implied_topics(settings: Settings) -> dict[str, list[str]]:
         except Exception as exc:
             raise DeimosError(f"consumer {label}: {exc}") from exc
         for t in cs.topics:
-            add(t, f"consumer {cs.name or label}")
+            add(t, f"consumer {cs.name or label}", on=cs.cluster)
         if cs.dead_letter_topic:
             # dead letters are written to the name as configured (no prefix)
             add(cs.dead_letter_topic, f"dead letters of consumer {cs.name or label}",
-                prefixed=False)
+                prefixed=False, on=cs.dead_letter_cluster or cs.cluster)
     for ts in settings.producers.topics:
-        add(ts.topic, "producers.topics")
+        add(ts.topic, "producers.topics", on=ts.cluster)
     db = getattr(settings, "db", None)
-    for poller in getattr(db, "pollers", None) or ():
+    for poller in (getattr(db, "pollers", None) or ()) if default else ():
         for path in poller.classes:
             try:
                 topic = _producer_class_topic(path)
@@ -131,18 +138,19 @@ def implied_topics(settings: Settings) -> dict[str, list[str]]:
                 raise DeimosError(f"DB poller {poller.poller_name}: {exc}") from exc
             if topic:
                 add(topic, f"DB poller {poller.poller_name}")
-    for name in settings.topics.overrides:
+    for name in settings.topics.overrides if default else ():
         if name not in out and prefix + name not in out:
             add(name, "topics.overrides")
     return out
 
 
-def wanted_topics(settings: Settings) -> list[TopicSpec]:
-    """The topics the settings want, sorted by name."""
+def wanted_topics(settings: Settings, cluster: str | None = None) -> list[TopicSpec]:
+    """The topics the settings want on ``cluster`` (default: the ``kafka`` section), sorted
+    by name."""
     topics_settings = settings.topics
     defaults = topics_settings.defaults
     specs = []
-    for name, sources in sorted(implied_topics(settings).items()):
+    for name, sources in sorted(implied_topics(settings, cluster).items()):
         bare = name[len(settings.producers.topic_prefix):] if settings.producers.topic_prefix \
             and name.startswith(settings.producers.topic_prefix) else name
         override = topics_settings.overrides.get(name) or topics_settings.overrides.get(bare)
@@ -168,13 +176,15 @@ def _admin(settings: Settings) -> Any:
     return admin
 
 
-def plan(settings: Settings, *, timeout: float = 10.0, admin: Any = None
-         ) -> list[TopicChange]:
-    """Compare :func:`wanted_topics` with the cluster."""
+def plan(settings: Settings, *, timeout: float = 10.0, admin: Any = None,
+         cluster: str | None = None) -> list[TopicChange]:
+    """Compare :func:`wanted_topics` with ``cluster`` (a name under ``kafka.clusters``;
+    default: the ``kafka`` section)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import ConfigResource
 
-    specs = wanted_topics(settings)
+    specs = wanted_topics(settings, cluster)
+    settings = cluster_settings(settings, cluster, where="cluster")
     admin = admin or _admin(settings)
     try:
         md = admin.list_topics(timeout=timeout)
@@ -234,7 +244,7 @@ class ApplyResult:
 
 
 def apply(settings: Settings, changes: Iterable[TopicChange] | None = None, *,
-          timeout: float = 30.0) -> ApplyResult:
+          timeout: float = 30.0, cluster: str | None = None) -> ApplyResult:
     """Make the cluster match the plan, additively: create, raise partitions, set declared
     configs. Each topic's failure is collected (the others still go ahead)."""
     from confluent_kafka.admin import (
@@ -245,9 +255,9 @@ def apply(settings: Settings, changes: Iterable[TopicChange] | None = None, *,
         NewTopic,
     )
 
-    admin = _admin(settings)
+    admin = _admin(cluster_settings(settings, cluster, where="cluster"))
     changes = list(changes) if changes is not None else plan(settings, admin=admin,
-                                                             timeout=timeout)
+                                                             timeout=timeout, cluster=cluster)
     result = ApplyResult()
 
     def wait(futures: dict[Any, Any], done: list[str], what: str) -> None:

@@ -11,11 +11,12 @@ that is never opened holds the consumer inside a batch for as long as the test n
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
 
-from deimos.consumer import BatchConsumer
+from deimos.consumer import AsyncConsumer, BatchConsumer
 
 
 def _append(path: str, text: str) -> None:
@@ -37,6 +38,25 @@ class RecordingConsumer(BatchConsumer):
         time.sleep(float(os.environ.get("TESTAPP_SLEEP", "0")))
         _append(os.environ["TESTAPP_OUT"], "".join(f"{p}\n" for p in payloads))
         self.handled += len(payloads)
+
+
+class AsyncRecordingConsumer(AsyncConsumer):
+    """``RecordingConsumer`` as an asyncio consumer (run with ``max_concurrency``): once
+    ``$TESTAPP_HOLD_AFTER`` messages are handled, each later message notes its payload in
+    ``$TESTAPP_STARTED`` and awaits the gate file (a gate never opened holds the coroutines
+    in flight until they are cancelled)."""
+
+    handled = 0
+
+    async def consume(self, payload: Any, metadata: Any) -> None:
+        gate = os.environ.get("TESTAPP_GATE")
+        if gate and self.handled >= int(os.environ.get("TESTAPP_HOLD_AFTER", "0")):
+            _append(os.environ["TESTAPP_STARTED"], f"{payload}\n")
+            while not os.path.exists(gate):
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(float(os.environ.get("TESTAPP_SLEEP", "0")))
+        _append(os.environ["TESTAPP_OUT"], f"{payload}\n")
+        self.handled += 1
 
 
 def setup() -> None:

@@ -11,7 +11,7 @@ pipeline are kept on its produce context.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -21,6 +21,7 @@ from deimos.hookspecs import hookimpl
 from deimos.kafka.config import producer_config
 from deimos.kafka.producers import (
     SharedProducer,
+    adeliver,
     close_all,
     deliver,
     flush_all,
@@ -68,6 +69,25 @@ def _async_producer(context: ProduceContext) -> tuple[SharedProducer, _AsyncRepo
     return hit
 
 
+def _queue_one(context: ProduceContext, messages: Sequence[Message]
+               ) -> tuple[SharedProducer, _AsyncReporter] | None:
+    """A per-message asynchronous publish queued at once (no loop, no partition lookup):
+    None. Otherwise (several messages, a partition key, a full queue or a refusal) the
+    producer and reporter for the general path, which waits or reports."""
+    hit = context.extra.get("kafka.async")
+    if hit is None or hit[0].fatal is not None or hit[0].closed:
+        hit = _async_producer(context)
+    if len(messages) == 1 and messages[0].partition_key is None:
+        m = messages[0]
+        try:
+            hit[0].producer.produce(context.topic, m.encoded_payload, m.encoded_key, -1,
+                                    hit[1], headers=m.headers)  # type: ignore[arg-type]
+            return None
+        except (BufferError, KafkaException):
+            pass
+    return hit
+
+
 class KafkaBackend:
     """Sends through librdkafka; ``sync`` decides whether a call waits for acknowledgement."""
 
@@ -82,28 +102,47 @@ class KafkaBackend:
         if sync:
             deliver(context.settings, context.topic, messages)
             return
-        hit = context.extra.get("kafka.async")
-        if hit is None or hit[0].fatal is not None or hit[0].closed:
-            hit = _async_producer(context)
-        sp, reporter = hit
+        hit = _queue_one(context, messages)
+        if hit is not None:
+            _report_refused(context.topic, hit[0].produce_all(context.topic, messages, hit[1]),
+                            hit[1])
+
+    @hookimpl
+    async def deimos_backend_execute_async(self, context: ProduceContext,
+                                           messages: Sequence[Message], sync: bool) -> None:
+        """``apublish``: ``produce`` never blocks (a full local queue is awaited), so it runs
+        on the event loop; ``sync`` awaits the delivery reports (:func:`adeliver`)."""
+        if sync:
+            await adeliver(context.settings, context.topic, messages)
+            return
+        hit = _queue_one(context, messages)
+        if hit is not None:
+            _report_refused(context.topic,
+                            await hit[0].aproduce_all(context.topic, messages, hit[1]), hit[1])
+
+    @hookimpl
+    def deimos_backend_sender(self, context: ProduceContext) -> Callable[[Message], None]:
+        """``publish()``'s path: one ``produce`` call, falling back to the general path
+        when librdkafka's queue is full or refuses the message (it waits or reports)."""
         topic = context.topic
-        if len(messages) == 1 and messages[0].partition_key is None:
-            m = messages[0]  # a per-message publish: no loop, no partition lookup
+        state: list[Any] = [None, None]  # the shared producer in use, its bound produce
+
+        def send(m: Message) -> None:
+            hit = context.extra.get("kafka.async")
+            if hit is None or hit[0].fatal is not None or hit[0].closed:
+                hit = _async_producer(context)
+            if hit[0] is not state[0]:
+                state[0], state[1] = hit[0], hit[0].producer.produce
             try:
-                sp.producer.produce(topic, m.encoded_payload, m.encoded_key, -1, reporter,
-                                    headers=m.headers)  # type: ignore[arg-type]
-                return
-            except (BufferError, KafkaException):
-                pass  # queue full or refused: the general path below waits or reports
-        refused = sp.produce_all(topic, messages, reporter)
-        if refused:
-            for m, error in refused:
-                reporter(error.args[0] if error is not None and error.args
-                         else KafkaError(KafkaError._FAIL),
-                         _RefusedMsg(topic, m))
-            raise PublishError(
-                f"{len(refused)} message(s) to {topic!r} were refused by the client: "
-                f"{refused[0][1]}", refused)
+                if m.headers is None:
+                    state[1](topic, m.encoded_payload, m.encoded_key, -1, hit[1])
+                else:
+                    state[1](topic, m.encoded_payload, m.encoded_key, -1, hit[1],
+                             headers=m.headers)
+            except (BufferError, KafkaException):  # full or refused: the general path
+                _report_refused(topic, hit[0].produce_all(topic, (m,), hit[1]), hit[1])
+
+        return send
 
     @hookimpl
     def deimos_backend_flush(self, timeout: float) -> int:
@@ -119,6 +158,19 @@ class KafkaAsyncBackend(KafkaBackend):
     ``publish_error`` metric."""
 
     default_sync = False
+
+
+def _report_refused(topic: str, refused: list[Any], reporter: _AsyncReporter) -> None:
+    """Messages the client refused to queue: reported as failed deliveries are, then raised
+    (the caller learns of them at once, not only through ``delivery_failed``)."""
+    if not refused:
+        return
+    for m, error in refused:
+        reporter(error.args[0] if error is not None and error.args
+                 else KafkaError(KafkaError._FAIL), _RefusedMsg(topic, m))
+    raise PublishError(
+        f"{len(refused)} message(s) to {topic!r} were refused by the client: "
+        f"{refused[0][1]}", refused)
 
 
 class _RefusedMsg:

@@ -49,5 +49,10 @@ class TestBackend:
                     _schemas[id(m)] = schema
 
     @hookimpl
+    async def deimos_backend_execute_async(self, context: ProduceContext,
+                                           messages: Sequence[Message], sync: bool) -> None:
+        self.deimos_backend_execute(context, messages, sync)  # memory only: never blocks
+
+    @hookimpl
     def deimos_backend_flush(self, timeout: float) -> int:
         return 0

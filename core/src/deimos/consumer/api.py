@@ -158,20 +158,37 @@ class _Base:
     namespace: ClassVar[str | None] = None
     key_config: ClassVar[Any] = None
 
+    #: whether the handler methods are coroutine functions (the asyncio classes)
+    _is_async: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # a coroutine function would be called and never awaited: every message would
-        # count as handled while nothing ran (silent loss), so refuse the class at once
-        for name in ("consume", "consume_batch", "fatal_error"):
+        for name in ("consume", "consume_batch"):
             fn = cls.__dict__.get(name)
-            if fn is not None and (inspect.iscoroutinefunction(fn)
-                                   or inspect.isasyncgenfunction(fn)):
+            if fn is None:
+                continue
+            is_coro = inspect.iscoroutinefunction(fn)
+            if cls._is_async and not is_coro:
+                # called and awaited: a plain function's None cannot be awaited, and a
+                # blocking one would stall every coroutine of the consumer's event loop
+                raise TypeError(
+                    f"{cls.__module__}.{cls.__qualname__}.{name} is a plain 'def', but "
+                    f"{_base_name(cls)} awaits it: write 'async def {name}', or subclass "
+                    f"{_base_name(cls).replace('Async', '')} for a synchronous handler.")
+            if not cls._is_async and (is_coro or inspect.isasyncgenfunction(fn)):
+                # a coroutine function would be called and never awaited: every message
+                # would count as handled while nothing ran (silent loss)
                 raise TypeError(
                     f"{cls.__module__}.{cls.__qualname__}.{name} is 'async def', but "
-                    f"{cls.__mro__[1].__name__} calls it synchronously: the coroutine would "
-                    "never be awaited and its messages would count as handled. Use a plain "
-                    "'def' (run blocking I/O in it), or an asyncio consumer class "
-                    "(docs/consumers.md, asyncio).")
+                    f"{_base_name(cls)} calls it synchronously: the coroutine would "
+                    "never be awaited and its messages would count as handled. Subclass "
+                    f"deimos.Async{_base_name(cls)} for an 'async def' handler "
+                    "(docs/asyncio.md), or use a plain 'def'.")
+        fatal = cls.__dict__.get("fatal_error")
+        if fatal is not None and inspect.iscoroutinefunction(fatal):
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__}.fatal_error is 'async def': it is a "
+                "question asked synchronously about an error; make it a plain 'def'.")
 
     def fatal_error(self, exc: BaseException, payload: Any, metadata: Any) -> bool:
         """Return True when ``exc`` must stop the consumer whatever ``on_error`` says (no
@@ -192,3 +209,38 @@ class BatchConsumer(_Base):
 
     def consume_batch(self, payloads: list[Any], metadata: BatchMetadata) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement consume_batch()")
+
+
+class AsyncConsumer(_Base):
+    """Handle one message at a time in a coroutine: override ``async def consume``.
+
+    Same settings, error policy and commit rules as :class:`Consumer`: an offset is stored
+    only once its message's coroutine has finished successfully. With ``max_concurrency``
+    above 1, up to that many messages of a partition's batch are awaited at once, messages
+    with the same key one after another."""
+
+    _is_async = True
+
+    async def consume(self, payload: Any, metadata: Metadata) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement consume()")
+
+
+class AsyncBatchConsumer(_Base):
+    """Handle a batch of one topic-partition in a coroutine: override ``async def
+    consume_batch`` (same rules as :class:`BatchConsumer`)."""
+
+    _is_async = True
+
+    async def consume_batch(self, payloads: list[Any], metadata: BatchMetadata) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement consume_batch()")
+
+
+_BASES = ("Consumer", "BatchConsumer", "AsyncConsumer", "AsyncBatchConsumer")
+
+
+def _base_name(cls: type) -> str:
+    """The deimos handler class ``cls`` derives from (what an error message names)."""
+    for c in cls.__mro__:
+        if c.__name__ in _BASES and c.__module__ == __name__:
+            return c.__name__
+    return cls.__mro__[1].__name__

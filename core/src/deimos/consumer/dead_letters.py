@@ -12,9 +12,10 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from deimos.config import ConsumerSettings
+from deimos.config import ConsumerSettings, Settings
 from deimos.consumer.policy import Stop
 from deimos.errors import PublishError
+from deimos.kafka.config import cluster_settings
 from deimos.message import Message
 from deimos.runtime import Runtime
 
@@ -85,12 +86,22 @@ class DeadLetters:
         self.topic = settings.dead_letter_topic
         self.message_limit = settings.dead_letter_error_bytes
         self.runtime = runtime
+        #: where dead letters go: ``dead_letter_cluster``, else the consumer's own cluster
+        #: (:class:`~deimos.consumer.ConsumerLoop` checks the name before it starts; the
+        #: test helpers, which swap :attr:`sender`, need no such cluster configured)
+        self.cluster = settings.dead_letter_cluster or settings.cluster
+        self._where = f"consumer {settings.name}." + (
+            "dead_letter_cluster" if settings.dead_letter_cluster else "cluster")
         #: writes one batch's dead letters and waits for them (the test helpers swap it)
         self.sender: Callable[[list[Message]], None] = self._send
         self._count = count
         self._queue: list[tuple[Any, BaseException, int]] = []
         #: messages written to the dead-letter topic by this consumer
         self.written = 0
+
+    def kafka_settings(self) -> Settings:
+        """The settings with the dead letters' cluster as the ``kafka`` section."""
+        return cluster_settings(self.runtime.settings, self.cluster, where=self._where)
 
     def add(self, msg: Any, exc: BaseException, attempts: int) -> None:
         self._queue.append((msg, exc, attempts))
@@ -120,7 +131,7 @@ class DeadLetters:
     def _send(self, messages: list[Message]) -> None:
         from deimos.kafka import producers
 
-        producers.deliver(self.runtime.settings, messages[0].topic, messages)
+        producers.deliver(self.kafka_settings(), messages[0].topic, messages)
 
     def flush(self, msgs: list[Any]) -> None:
         """Write what is queued for group ``msgs``; :class:`Stop` at the first dead letter

@@ -40,7 +40,8 @@ class Decoder:
         if sb is None:
             sb = self._schemas[topic] = self.runtime.schema_backend(
                 topic=topic, schema=self.settings.schema_name,
-                namespace=self.settings.namespace, key_config=self.key_config)
+                namespace=self.settings.namespace, key_config=self.key_config,
+                own=self.settings, where=f"consumer {self.settings.name}")
         return sb
 
     def decode(self, topic: str, msgs: list[Any]

@@ -9,11 +9,10 @@ are committed synchronously. A message to retry pauses its partition for the pol
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from itertools import repeat
-from operator import is_not
 from typing import Any
 
 from confluent_kafka import Consumer as KafkaConsumer
@@ -25,7 +24,8 @@ from deimos.consumer.processor import MessageProcessor
 from deimos.errors import DeimosError
 from deimos.health import Heartbeat
 from deimos.kafka import connection as _connection
-from deimos.kafka.config import consumer_config
+from deimos.kafka.config import cluster_settings, consumer_config
+from deimos.kafka.statistics import StatisticsForwarder
 from deimos.runtime import Runtime, get_runtime
 
 log = logging.getLogger("deimos.consumer")
@@ -35,12 +35,15 @@ class ConsumerLoop:
     """One librdkafka consumer in one thread, polling batches until stopped."""
 
     def __init__(self, cls: type[_Base], settings: ConsumerSettings,
-                 runtime: Runtime | None = None, stop: threading.Event | None = None) -> None:
+                 runtime: Runtime | None = None, stop: threading.Event | None = None,
+                 event_loop: Any = None) -> None:
+        """``event_loop``: where an asyncio handler's coroutines run (an application's loop
+        running in another thread); by default an event loop of the consumer's thread."""
         self.cls = cls
         self.settings = settings
         self.runtime = runtime or get_runtime()
         self.stop_event = stop or threading.Event()
-        self.processor = MessageProcessor(cls(), settings, self.runtime)
+        self.processor = MessageProcessor(cls(), settings, self.runtime, event_loop)
         self.policy = self.processor.policy
         #: paused partitions: (offset to seek back to, monotonic time to resume)
         self._retries: dict[tuple[str, int], tuple[int, float]] = {}
@@ -54,8 +57,13 @@ class ConsumerLoop:
         #: the poll loop's last completed iteration (liveness)
         self.heartbeat = Heartbeat()
         self.connection: _connection.BrokerConnection | None = None
+        #: the settings with this consumer's cluster as the ``kafka`` section
+        self.kafka_settings = cluster_settings(self.runtime.settings, settings.cluster,
+                                               where=f"consumer {settings.name}.cluster")
+        if settings.dead_letter_topic:
+            self.processor.dead_letters.kafka_settings()  # an unknown cluster: stop here
         poll_ms = settings.config.get("max.poll.interval.ms",
-                                      self.runtime.settings.kafka.config.get(
+                                      self.kafka_settings.kafka.config.get(
                                           "max.poll.interval.ms", 300000))
         #: seconds without a completed iteration after which this consumer is not live:
         #: librdkafka's own max.poll.interval.ms (it leaves the group then) plus a poll
@@ -66,6 +74,9 @@ class ConsumerLoop:
 
     def stop(self) -> None:
         self.stop_event.set()
+        runner = self.runtime.settings.runner
+        grace = runner.cancel_handlers_after
+        self.processor.cancel_after(runner.shutdown_timeout / 2 if grace is None else grace)
 
     def health(self) -> dict[str, Any]:
         """Live while the poll loop keeps completing iterations within
@@ -122,9 +133,13 @@ class ConsumerLoop:
     def run(self) -> None:
         """Poll until :meth:`stop`; the batch in flight finishes and offsets are committed."""
         cs = self.settings
+        base = consumer_config(self.kafka_settings, cs)
         conf = _connection.instrument(
-            consumer_config(self.runtime.settings, cs), on_error=self._on_error,
-            summary_interval=self.runtime.settings.kafka.error_summary_interval)
+            base, on_error=self._on_error,
+            summary_interval=self.kafka_settings.kafka.error_summary_interval,
+            on_stats=StatisticsForwarder(
+                {"client": "consumer", "consumer_group": str(cs.group_id),
+                 "bootstrap": str(base["bootstrap.servers"])}, lambda: self.runtime))
         self.connection = conn = _connection.connection(str(conf["bootstrap.servers"]))
         self.heartbeat.beat()
         consumer = KafkaConsumer(conf)
@@ -150,9 +165,20 @@ class ConsumerLoop:
                         conn.reachable()
                     self.handle(consumer, msgs)
                 beat()
+        except asyncio.CancelledError as cancelled:
+            if not self.stop_event.is_set():
+                # not the shutdown's (a task of the application's cancelled the handler):
+                # an error, so the runner restarts the consumer from its commit
+                raise DeimosError(f"consumer {cs.name}: an asyncio handler was cancelled, "
+                                  "not by the consumer's shutdown") from cancelled
+            # runner.cancel_handlers_after passed: what finished before is committed below
+            log.warning("consumer %s: asyncio handlers still running at "
+                        "runner.cancel_handlers_after were cancelled; their messages were not "
+                        "committed", cs.name)
         finally:
             self._commit(consumer)
             consumer.close()
+            self.processor.close()
             self.consumer = None
             self.assignment.clear()
             log.info("consumer %s stopped", cs.name)
@@ -161,8 +187,10 @@ class ConsumerLoop:
         """Process one polled batch: group by topic-partition, handle, store offsets."""
         errs = list(map(_error, msgs))
         # not errs.count(None): KafkaError == None raises TypeError (a consumer subscribed to
-        # a topic that does not exist yet crashed on its first error event)
-        if any(map(is_not, errs, repeat(None))):
+        # a topic that does not exist yet crashed on its first error event). Every KafkaError
+        # is true (NO_ERROR too), so any() finds them in C: a third of the cost of testing
+        # each with ``is not None`` (the batch loop's per-message instructions, callgrind)
+        if any(errs):
             for err in errs:
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.error("consumer %s: %s", self.settings.name, err)
@@ -195,8 +223,7 @@ class ConsumerLoop:
             if outcome.handled:
                 last = group[outcome.handled - 1].offset()
                 consumer.store_offsets(offsets=[TopicPartition(topic, partition, last + 1)])
-            self.policy.done(topic, partition,
-                             [m.offset() for m in group[:outcome.handled]], outcome)
+            self.policy.done(topic, partition, group, outcome)
             if outcome.stop is not None:
                 # on_error=raise, a fatal error: keep what succeeded before it, then stop
                 self._commit(consumer)

@@ -7,13 +7,19 @@ it messages and act on the :class:`~deimos.consumer.policy.Outcome` it returns.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from deimos.config import ConsumerSettings
+from deimos.consumer import concurrency
+from deimos.consumer.aio import HandlerLoop
 from deimos.consumer.api import (
     _RAW,
+    AsyncBatchConsumer,
     BatchConsumer,
     BatchError,
     BatchMetadata,
@@ -25,7 +31,7 @@ from deimos.consumer.api import (
 from deimos.consumer.dead_letters import DeadLetters
 from deimos.consumer.decoding import Decoder
 from deimos.consumer.policy import Outcome, RetryPolicy, Stop
-from deimos.errors import TransientError
+from deimos.errors import ConfigError, TransientError
 from deimos.runtime import Runtime, SchemaBackend
 
 log = logging.getLogger("deimos.consumer")
@@ -34,11 +40,24 @@ log = logging.getLogger("deimos.consumer")
 class MessageProcessor:
     """Decoding, handler calls and the error policy for one consumer class."""
 
-    def __init__(self, handler: _Base, settings: ConsumerSettings, runtime: Runtime) -> None:
+    def __init__(self, handler: _Base, settings: ConsumerSettings, runtime: Runtime,
+                 event_loop: Any = None) -> None:
         self.handler = handler
         self.settings = settings
         self.runtime = runtime
-        self.batch = isinstance(handler, BatchConsumer)
+        self.batch = isinstance(handler, (BatchConsumer, AsyncBatchConsumer))
+        #: an asyncio handler's coroutines run here: an event loop of the calling thread,
+        #: or ``event_loop`` (an application's, running in another thread)
+        self.handlers: HandlerLoop | None = (HandlerLoop(event_loop) if handler._is_async
+                                             else None)
+        self.max_concurrency = settings.max_concurrency
+        if self.batch and self.max_concurrency > 1:
+            raise ConfigError([(
+                f"consumers.{settings.name}.max_concurrency",
+                f"{self.max_concurrency} applies to per-message consumers (Consumer, "
+                "AsyncConsumer), which it runs concurrently by key; a batch consumer gets "
+                "each partition's batch whole (use concurrency for more partitions at once)")])
+        self._pool: ThreadPoolExecutor | None = None
         self.telemetry = runtime.telemetry
         self.decoder = Decoder(handler, settings, runtime)
         self.key_config = self.decoder.key_config
@@ -48,6 +67,23 @@ class MessageProcessor:
         #: messages skipped by this processor (also counted in telemetry)
         self.skipped = 0
         self.group = settings.group_id or ""
+
+    def close(self) -> None:
+        """Release the worker threads and the own event loop, if any."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self.handlers is not None:
+            self.handlers.close()
+
+    def cancel_after(self, seconds: float) -> None:
+        """Stopping: asyncio handlers still running ``seconds`` from now are cancelled."""
+        if self.handlers is not None:
+            self.handlers.cancel_after(seconds)
+
+    def _await(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        assert self.handlers is not None
+        return self.handlers.run(coro)
 
     @property
     def dead_lettered(self) -> int:
@@ -190,23 +226,25 @@ class MessageProcessor:
                       start: int, stop: int, topic: str, partition: int,
                       tags: dict[str, dict[str, str]]) -> tuple[int, BaseException | None]:
         """Call the handler for ``msgs[start:stop]``; the index and error of the first
-        failure, or ``(stop, None)``."""
-        consume = self.handler.consume  # type: ignore[attr-defined]
+        failure (the lowest, under ``max_concurrency``), or ``(stop, None)``."""
         tel = self.telemetry
+        if self.max_concurrency > 1 and stop - start > 1:
+            return self._run_concurrently(msgs, payloads, keys, start, stop, topic, partition,
+                                          tags)
+        consume = self.handler.consume  # type: ignore[attr-defined]
+        if self.handlers is not None:
+            if tel.tracing_enabled or tel.metrics_enabled:
+                return self._await(self._run_in_order(
+                    self._message_call(msgs, payloads, keys, topic, partition, tags), start,
+                    stop))
+            return self._await(_consume_in_order(consume, msgs, payloads, keys, start, stop,
+                                                 topic, partition))
         i = start
         try:
             if tel.tracing_enabled or tel.metrics_enabled:
+                call = self._message_call(msgs, payloads, keys, topic, partition, tags)
                 for i in range(start, stop):
-                    m = msgs[i]
-                    md = Metadata(m, _RAW if keys is None else keys[i], topic, partition)
-                    t0 = time.perf_counter()
-                    if tel.tracing_enabled:
-                        with tel.span(f"process {topic}", _span_attrs(
-                                topic, self.group, partition, m.offset(), 1), md.headers):
-                            consume(payloads[i], md)
-                    else:
-                        consume(payloads[i], md)
-                    tel.timing("handler", time.perf_counter() - t0, tags["consume"])
+                    call(i)
             elif keys is None:
                 for i in range(start, stop):
                     consume(payloads[i], Metadata(msgs[i], _RAW, topic, partition))
@@ -216,6 +254,113 @@ class MessageProcessor:
         except Exception as exc:
             return i, exc
         return stop, None
+
+    def _run_concurrently(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
+                          start: int, stop: int, topic: str, partition: int,
+                          tags: dict[str, dict[str, str]]) -> tuple[int, BaseException | None]:
+        """``max_concurrency``: the messages by key on coroutines or worker threads; what
+        finished above a failure is remembered, so its retry does not run them again."""
+        ahead = self.policy.ahead(topic, partition)
+        finished = ({j for j in range(start, stop) if msgs[j].offset() in ahead} if ahead
+                    else set())
+        chains = concurrency.key_chains(msgs, start, stop, finished)
+        call = self._message_call(msgs, payloads, keys, topic, partition, tags)
+        if self.handlers is not None:
+            i, exc = self._await(concurrency.run_coroutines(
+                self.max_concurrency, chains, call, start, stop, finished))
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_concurrency,
+                                                f"deimos-{self.settings.name}")
+            i, exc = concurrency.run_threads(self._pool, self.max_concurrency, chains, call,
+                                             stop, finished)
+        if exc is not None:
+            later = {msgs[j].offset() for j in finished if j > i}
+            if later:
+                self.policy.finished_ahead(topic, partition, later)
+        return i, exc
+
+    @staticmethod
+    async def _run_in_order(call: Callable[[int], Any], start: int, stop: int
+                            ) -> tuple[int, BaseException | None]:
+        i = start
+        try:
+            for i in range(start, stop):
+                await call(i)
+        except Exception as exc:
+            return i, exc
+        except asyncio.CancelledError as cancelled:
+            raise Stop(i, cancelled) from None  # the shutdown: store what finished before
+        return stop, None
+
+    def _message_call(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
+                      topic: str, partition: int, tags: dict[str, dict[str, str]]
+                      ) -> Callable[[int], Any]:
+        """``call(i)``: the handler for message ``i`` with its span and timing (a coroutine
+        function for an asyncio handler: the span is entered inside the coroutine, in the
+        task's context, wherever its event loop runs)."""
+        consume = self.handler.consume  # type: ignore[attr-defined]
+        tel = self.telemetry
+        group = self.group
+        traced = tel.tracing_enabled
+        timed = traced or tel.metrics_enabled
+        consume_tags = tags["consume"]
+
+        def md(i: int) -> Metadata:
+            return Metadata(msgs[i], _RAW if keys is None else keys[i], topic, partition)
+
+        if self.handlers is not None:
+            async def acall(i: int) -> None:
+                if not timed:
+                    await consume(payloads[i], md(i))
+                    return
+                meta = md(i)
+                t0 = time.perf_counter()
+                if traced:
+                    with tel.span(f"process {topic}", _span_attrs(
+                            topic, group, partition, msgs[i].offset(), 1), meta.headers):
+                        await consume(payloads[i], meta)
+                else:
+                    await consume(payloads[i], meta)
+                tel.timing("handler", time.perf_counter() - t0, consume_tags)
+
+            return acall
+
+        def call(i: int) -> None:
+            if not timed:
+                consume(payloads[i], md(i))
+                return
+            meta = md(i)
+            t0 = time.perf_counter()
+            if traced:
+                with tel.span(f"process {topic}", _span_attrs(
+                        topic, group, partition, msgs[i].offset(), 1), meta.headers):
+                    consume(payloads[i], meta)
+            else:
+                consume(payloads[i], meta)
+            tel.timing("handler", time.perf_counter() - t0, consume_tags)
+
+        return call
+
+    def _consume_batch(self, payloads: list[Any], md: BatchMetadata,
+                       span: tuple[Any, ...] | None) -> None:
+        """One ``consume_batch`` call (awaited on the handler loop for an asyncio handler),
+        inside the span ``span`` names when given."""
+        if self.handlers is not None:
+            self._await(self._aconsume_batch(payloads, md, span))
+        elif span is not None:
+            with self.telemetry.span(*span):
+                self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+        else:
+            self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+
+    async def _aconsume_batch(self, payloads: list[Any], md: BatchMetadata,
+                              span: tuple[Any, ...] | None) -> None:
+        if span is not None:
+            with self.telemetry.span(*span):
+                await self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+        else:
+            await self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
 
     def _process_batch(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
                        decode_errors: dict[int, BaseException], topic: str, partition: int,
@@ -252,13 +397,10 @@ class MessageProcessor:
             tel.increment("handler", n, tags["received"])
         start = time.perf_counter()
         try:
-            if tel.tracing_enabled:
-                with tel.span(f"process {topic}", _span_attrs(topic, self.group, partition,
-                                                              msgs[0].offset(), n),
-                              None, _link_headers(msgs)):
-                    self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
-            else:
-                self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+            self._consume_batch(payloads, md, (
+                f"process {topic}", _span_attrs(topic, self.group, partition,
+                                                msgs[0].offset(), n),
+                None, _link_headers(msgs)) if tel.tracing_enabled else None)
         except Exception as exc:
             tel.increment("handler", 1, tags["batch_error"])
             index = exc.index if isinstance(exc, BatchError) else 0
@@ -277,7 +419,7 @@ class MessageProcessor:
             for j in range(index, n):
                 one = md.slice(j, j + 1)
                 try:
-                    self.handler.consume_batch([payloads[j]], one)  # type: ignore[attr-defined]
+                    self._consume_batch([payloads[j]], one, None)
                 except Exception as one_exc:
                     c = one_exc.cause if isinstance(one_exc, BatchError) and isinstance(
                         one_exc.cause, BaseException) else one_exc
@@ -310,6 +452,27 @@ class MessageProcessor:
         else:
             log.debug("received from %s[%d]: %r", topic, partition,
                       list(zip(keys if keys is not None else map(_key, msgs), payloads)))
+
+
+async def _consume_in_order(consume: Any, msgs: list[Any], payloads: list[Any],
+                            keys: list[Any] | None, start: int, stop: int, topic: str,
+                            partition: int) -> tuple[int, BaseException | None]:
+    """An asyncio handler over ``msgs[start:stop]`` without telemetry: the per-message hot
+    path (one coroutine per message, awaited in place: the event loop is entered only when
+    the handler suspends)."""
+    i = start
+    try:
+        if keys is None:
+            for i in range(start, stop):
+                await consume(payloads[i], Metadata(msgs[i], _RAW, topic, partition))
+        else:
+            for i in range(start, stop):
+                await consume(payloads[i], Metadata(msgs[i], keys[i], topic, partition))
+    except Exception as exc:
+        return i, exc
+    except asyncio.CancelledError as cancelled:
+        raise Stop(i, cancelled) from None  # the shutdown: store what finished before
+    return stop, None
 
 
 def _link_headers(msgs: list[Any]) -> list[dict[str, bytes]]:

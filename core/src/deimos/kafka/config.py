@@ -9,8 +9,10 @@ the consumer properties that depend on the group protocol: librdkafka refuses
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from deimos.config import DEFAULT_CLUSTER
 from deimos.errors import ConfigError
 from deimos.kafka import connection as _connection
 
@@ -26,6 +28,54 @@ LIBRDKAFKA_LOGGER = _connection.LIBRDKAFKA_LOGGER
 
 #: consumer properties the broker owns under the consumer group protocol (KIP-848)
 CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
+
+
+# (settings object, cluster, producer properties) -> (settings, their view): views are
+# immutable like the settings they derive from, made once; bounded because tests make many
+_views: dict[tuple[int, str, str], tuple[Settings, Settings]] = {}
+
+
+def cluster_settings(settings: Settings, cluster: str | None = None,
+                     producer_config: Mapping[str, Any] | None = None, *,
+                     where: str = "cluster") -> Settings:
+    """``settings`` as the clients of one cluster see them: cluster ``cluster`` (a name under
+    ``kafka.clusters``; None or ``"default"``: the ``kafka`` section) as the ``kafka``
+    section, and a producer's own librdkafka properties (``producer_config``: a topic's
+    ``config``, a producer class's ``kafka_config``) over ``producers.config``.
+
+    Everything that builds a client from settings (the configs below, the shared producers,
+    dead letters, ``deimos tail``/``lag``/``topics``) then works on that cluster unchanged, and
+    the shared producers are pooled per resulting configuration. ``settings`` itself when
+    nothing changes. An unknown name is a :class:`ConfigError` at ``where``."""
+    name = cluster or DEFAULT_CLUSTER
+    if name == DEFAULT_CLUSTER and not producer_config:
+        return settings
+    extra = repr(sorted((k, repr(v)) for k, v in (producer_config or {}).items()))
+    key = (id(settings), name, extra)
+    hit = _views.get(key)
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    kafka = settings.kafka
+    try:
+        chosen = kafka.cluster(name)
+    except KeyError:
+        raise ConfigError([(where, (
+            f"cluster {name!r} is not configured under kafka.clusters (configured: "
+            f"{', '.join(kafka.cluster_names())})"))]) from None
+    view = settings
+    if chosen is not kafka:
+        fields = {f: getattr(chosen, f) for f in type(chosen).model_fields}
+        as_kafka = type(kafka).model_construct(**fields, clusters=kafka.clusters)
+        as_kafka._where = chosen._where
+        view = view.model_copy(update={"kafka": as_kafka})
+    if producer_config:
+        producers = view.producers.model_copy(
+            update={"config": {**view.producers.config, **producer_config}})
+        view = view.model_copy(update={"producers": producers})
+    if len(_views) > 256:
+        _views.clear()
+    _views[key] = (settings, view)
+    return view
 
 
 def client_config(settings: Settings) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -127,9 +127,14 @@ class BrokerConnection:
     def stats(self, data: str) -> None:
         """A librdkafka statistics report: is any broker up, and is none still failing?"""
         try:
-            brokers = json.loads(data).get("brokers", {})
+            report = json.loads(data)
         except ValueError:  # pragma: no cover - librdkafka writes valid JSON
             return
+        self.report(report)
+
+    def report(self, report: Mapping[str, Any]) -> None:
+        """:meth:`stats` for a report already parsed."""
+        brokers = report.get("brokers", {})
         states = [b.get("state") for b in brokers.values()
                   if b.get("source") not in ("logical", "internal")]
         if "UP" not in states:
@@ -189,7 +194,8 @@ class FilteringLogger:
 
 def instrument(conf: dict[str, Any], *, summary_interval: float | None = None,
                on_error: Callable[[KafkaError], None] | None = None,
-               on_connection_error: Callable[[KafkaError], None] | None = None
+               on_connection_error: Callable[[KafkaError], None] | None = None,
+               on_stats: Callable[[Mapping[str, Any]], None] | None = None
                ) -> dict[str, Any]:
     """``conf`` with deimos's logger, error and statistics callbacks for one client.
 
@@ -197,7 +203,8 @@ def instrument(conf: dict[str, Any], *, summary_interval: float | None = None,
     :class:`BrokerConnection`'s, which logs them once); without it, such errors are logged
     as warnings (fatal ones as errors). ``on_connection_error`` also sees the connection
     failures, to count them (the DB producer reports a broker it cannot reach while a batch
-    still waits), never to log them again.
+    still waits), never to log them again. ``on_stats`` gets every statistics report too
+    (parsed once): :mod:`deimos.kafka.statistics` forwards them to the metrics providers.
     """
     bootstrap = str(conf.get("bootstrap.servers", ""))
     conn = connection(bootstrap, summary_interval)
@@ -214,7 +221,17 @@ def instrument(conf: dict[str, Any], *, summary_interval: float | None = None,
         else:
             log.warning("Kafka client (kafka.bootstrap_servers %r): %s", bootstrap, err)
 
+    stats_cb: Callable[[str], None] = conn.stats
+    if on_stats is not None:
+        def stats_cb(data: str) -> None:
+            try:
+                report = json.loads(data)
+            except ValueError:  # pragma: no cover - librdkafka writes valid JSON
+                return
+            conn.report(report)
+            on_stats(report)
+
     out = {**conf, "logger": FilteringLogger(conn), "error_cb": error_cb,
-           "stats_cb": conn.stats}
+           "stats_cb": stats_cb}
     out.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
     return out

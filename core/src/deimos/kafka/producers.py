@@ -26,6 +26,7 @@ the producer stuck, and it is replaced like a fatal one (:meth:`SharedProducer.n
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -42,6 +43,7 @@ from deimos.config import Settings
 from deimos.errors import PublishError
 from deimos.kafka import connection as _connection
 from deimos.kafka.config import producer_entry
+from deimos.kafka.statistics import StatisticsForwarder
 from deimos.message import Message
 from deimos.partitioner import murmur2_partition
 
@@ -78,9 +80,10 @@ class SharedProducer:
         self.bootstrap = str(conf.get("bootstrap.servers", ""))
         #: the reachability of the cluster, where connection failures are logged (once)
         self.connection = _connection.connection(self.bootstrap, summary_interval)
-        conf = _connection.instrument(conf, summary_interval=summary_interval,
-                                      on_error=self._on_error,
-                                      on_connection_error=self._note_error)
+        conf = _connection.instrument(
+            conf, summary_interval=summary_interval, on_error=self._on_error,
+            on_connection_error=self._note_error, on_stats=StatisticsForwarder(
+                {"client": "producer", "bootstrap": self.bootstrap}))
         if reports:
             conf["delivery.report.only.error"] = False
             if not user_linger:
@@ -180,36 +183,36 @@ class SharedProducer:
         not queued but returned with the error ``None``, so a refusal never lets a key's
         later messages overtake it."""
         produce = self.producer.produce
-        refused: list[tuple[Message, KafkaException | None]] = []
-        blocked: set[bytes] = set()
-        count = None
-        for m in messages:
-            if blocked:
-                k = m.partition_key if m.partition_key is not None else m.encoded_key
-                if k is not None and k in blocked:
-                    refused.append((m, None))
-                    continue
-            partition = -1
-            if m.partition_key is not None:
-                if count is None:
-                    count = self.partition_count(topic)
-                partition = murmur2_partition(m.partition_key, count)
-            while True:
-                try:
-                    produce(topic, m.encoded_payload, m.encoded_key, partition, callback,
-                            headers=m.headers)  # type: ignore[arg-type]
+        # the common case in a tight loop (no partition key, room in the queue, nothing
+        # refused); from the first message that is not, Queuing goes on
+        i = -1
+        try:
+            for i, m in enumerate(messages):  # noqa: B007 (i: where Queuing resumes)
+                if m.partition_key is not None:
                     break
-                except BufferError:
-                    # local queue full: the poll thread serves callbacks meanwhile
-                    time.sleep(0.005)
-                except KafkaException as exc:
-                    refused.append((m, exc))
-                    if blocks is not None and blocks(exc):
-                        k = m.partition_key if m.partition_key is not None else m.encoded_key
-                        if k is not None:
-                            blocked.add(k)
-                    break
-        return refused
+                produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
+                        headers=m.headers)  # type: ignore[arg-type]
+            else:
+                return []
+        except (BufferError, KafkaException):
+            pass
+        queuing = Queuing(self, topic, messages, callback, blocks)
+        queuing.next = max(i, 0)
+        while not queuing.step():
+            time.sleep(0.005)  # local queue full: the poll thread serves callbacks meanwhile
+        return queuing.refused
+
+    async def aproduce_all(self, topic: str, messages: Sequence[Message], callback: Any
+                           ) -> list[tuple[Message, KafkaException | None]]:
+        """:meth:`produce_all` from a coroutine: a full local queue is waited for without
+        blocking the event loop, and so is a topic's partition count not known yet."""
+        if topic not in self._partitions and any(
+                m.partition_key is not None for m in messages):
+            await asyncio.to_thread(self.partition_count, topic)  # a metadata request
+        queuing = Queuing(self, topic, messages, callback, None)
+        while not queuing.step():
+            await asyncio.sleep(0.005)
+        return queuing.refused
 
     def close(self, timeout: float) -> int:
         self.closed = True
@@ -217,6 +220,59 @@ class SharedProducer:
         self._stop.set()
         self._thread.join(timeout=1)
         return int(remaining)
+
+
+class Queuing:
+    """One :meth:`SharedProducer.produce_all` call, resumable: :meth:`step` queues what
+    librdkafka takes and stops when its local queue is full, so a thread can sleep and a
+    coroutine await before the next step."""
+
+    __slots__ = ("blocked", "blocks", "callback", "count", "messages", "next", "refused", "sp",
+                 "topic")
+
+    def __init__(self, sp: SharedProducer, topic: str, messages: Sequence[Message],
+                 callback: Any, blocks: Callable[[KafkaException], bool] | None) -> None:
+        self.sp = sp
+        self.topic = topic
+        self.messages = messages
+        self.callback = callback
+        self.blocks = blocks
+        self.refused: list[tuple[Message, KafkaException | None]] = []
+        self.blocked: set[bytes] = set()
+        self.count: int | None = None
+        self.next = 0
+
+    def step(self) -> bool:
+        """Queue from where the last step stopped; True once every message was handled."""
+        produce = self.sp.producer.produce
+        topic, callback, blocked = self.topic, self.callback, self.blocked
+        messages = self.messages
+        for i in range(self.next, len(messages)):
+            m = messages[i]
+            if blocked:
+                k = m.partition_key if m.partition_key is not None else m.encoded_key
+                if k is not None and k in blocked:
+                    self.refused.append((m, None))
+                    continue
+            partition = -1
+            if m.partition_key is not None:
+                if self.count is None:
+                    self.count = self.sp.partition_count(topic)
+                partition = murmur2_partition(m.partition_key, self.count)
+            try:
+                produce(topic, m.encoded_payload, m.encoded_key, partition, callback,
+                        headers=m.headers)  # type: ignore[arg-type]
+            except BufferError:
+                self.next = i
+                return False
+            except KafkaException as exc:
+                self.refused.append((m, exc))
+                if self.blocks is not None and self.blocks(exc):
+                    k = m.partition_key if m.partition_key is not None else m.encoded_key
+                    if k is not None:
+                        blocked.add(k)
+        self.next = len(messages)
+        return True
 
 
 _pool_lock = threading.Lock()
@@ -325,7 +381,7 @@ class DeliveryWaiter:
         self.done = threading.Event()
         self._lock = threading.Lock()
         if not pending:
-            self.done.set()
+            self._finished()
 
     def __call__(self, err: KafkaError | None, msg: Any) -> None:
         with self._lock:
@@ -335,7 +391,7 @@ class DeliveryWaiter:
                 self.delivered += 1
             self.pending -= 1
             if self.pending <= 0:
-                self.done.set()
+                self._finished()
 
     def refused(self, n: int) -> None:
         """``n`` messages were never queued: no report will come for them."""
@@ -343,14 +399,48 @@ class DeliveryWaiter:
             with self._lock:
                 self.pending -= n
                 if self.pending <= 0:
-                    self.done.set()
+                    self._finished()
+
+    def _finished(self) -> None:
+        self.done.set()
+
+
+class AsyncDeliveryWaiter(DeliveryWaiter):
+    """A :class:`DeliveryWaiter` whose end also resolves an asyncio future, from the poll
+    thread through ``loop.call_soon_threadsafe``: the event loop is woken once per call,
+    not once per message."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, pending: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        super().__init__(pending)
+
+    def _finished(self) -> None:
+        if not self.done.is_set():
+            self.done.set()
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # the awaiting coroutine may have been cancelled or timed out
+        future.set_result(None)
+
+
+def _async_backlog(settings: Settings, topic: str) -> SharedProducer | None:
+    """The asynchronous producer when it holds messages that may be for ``topic``."""
+    asp = _pool.get((producer_entry(settings)[2], False))
+    if (asp is None or asp.fatal is not None or topic not in asp.async_topics
+            or not len(asp.producer)):
+        return None
+    return asp
 
 
 def _drain_async(settings: Settings, topic: str, timeout: float) -> None:
     """Messages published asynchronously before a synchronous call go to the broker first."""
-    asp = _pool.get((producer_entry(settings)[2], False))
-    if (asp is None or asp.fatal is not None or topic not in asp.async_topics
-            or not len(asp.producer)):
+    asp = _async_backlog(settings, topic)
+    if asp is None:
         return
     remaining = int(asp.producer.flush(timeout))
     if remaining:
@@ -372,11 +462,40 @@ def deliver(settings: Settings, topic: str, messages: Sequence[Message],
     waiter = DeliveryWaiter(len(messages))
     refused = sp.produce_all(topic, messages, waiter)
     waiter.refused(len(refused))
-    if not waiter.done.wait(timeout):
+    acknowledged = waiter.done.wait(timeout)
+    if refused or waiter.failures or not acknowledged:
+        _raise_failures(sp, topic, len(messages), refused, waiter, timeout)
+
+
+async def adeliver(settings: Settings, topic: str, messages: Sequence[Message],
+                   timeout: float | None = None) -> None:
+    """:func:`deliver` from a coroutine: the delivery reports resolve a future of the
+    running loop; what could block (an earlier asynchronous backlog to drain, a stuck
+    producer's check) runs in a worker thread."""
+    timeout = settings.producers.sync_timeout if timeout is None else timeout
+    sp = shared_producer(settings, reports=True)
+    if _async_backlog(settings, topic):
+        await asyncio.to_thread(_drain_async, settings, topic, timeout)
+    waiter = AsyncDeliveryWaiter(len(messages), asyncio.get_running_loop())
+    refused = await sp.aproduce_all(topic, messages, waiter)
+    waiter.refused(len(refused))
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+    if refused or waiter.failures or not waiter.done.is_set():
+        await asyncio.to_thread(_raise_failures, sp, topic, len(messages), refused, waiter,
+                                timeout)
+
+
+def _raise_failures(sp: SharedProducer, topic: str, n: int,
+                    refused: list[tuple[Message, KafkaException | None]],
+                    waiter: DeliveryWaiter, timeout: float) -> None:
+    """The :class:`PublishError` of a delivery wait that did not end with every message
+    acknowledged (may ask the broker whether the producer is stuck: blocking)."""
+    if not waiter.done.is_set():
         sp.note_deliveries(waiter.delivered, waiter.failures)
         last = sp.describe_last_error()
         raise PublishError(
-            f"{waiter.pending} of {len(messages)} message(s) to {topic!r} were not "
+            f"{waiter.pending} of {n} message(s) to {topic!r} were not "
             f"acknowledged within {timeout}s (kafka.bootstrap_servers {sp.bootstrap!r}"
             f"{last})", list(refused) + list(waiter.failures))
     failures: list[tuple[Any, Any]] = list(refused) + list(waiter.failures)
@@ -384,7 +503,5 @@ def deliver(settings: Settings, topic: str, messages: Sequence[Message],
         sp.note_deliveries(waiter.delivered, waiter.failures)
     if failures:
         raise PublishError(
-            f"{len(failures)} of {len(messages)} message(s) to {topic!r} were not "
+            f"{len(failures)} of {n} message(s) to {topic!r} were not "
             f"delivered: {failures[0][1]}", failures)
-
-

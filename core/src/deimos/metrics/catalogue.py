@@ -40,6 +40,11 @@ class MetricSpec:
 
 
 _CONSUMER = ("topic", "consumer_group")
+#: tags of the gauges from librdkafka's statistics: the client (``producer``, ``consumer``)
+#: and its cluster's bootstrap servers; a consumer's also name its group
+_CLIENT = ("client", "bootstrap")
+_BROKER = (*_CLIENT, "broker")
+_CLIENT_LAG = ("client", "consumer_group", "bootstrap", "topic", "partition")
 
 
 def _handler_status(status: str, otel_name: str, unit: str, what: str) -> MetricSpec:
@@ -79,6 +84,31 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("consumer_lag", "gauge", "{message}", ("consumer_group", "topic", "partition"),
                "messages between a group's committed offset and the partition's end",
                "deimos.consumer.lag"),
+    # librdkafka's statistics (deimos.kafka.statistics), every statistics.interval.ms
+    *(MetricSpec(f"kafka.broker.rtt_{q}", "gauge", "s", _BROKER,
+                 f"{what} round-trip time of requests to one broker (librdkafka statistics)",
+                 f"deimos.kafka.broker.rtt.{q}")
+      for q, what in (("avg", "average"), ("p95", "95th percentile"),
+                      ("p99", "99th percentile"))),
+    MetricSpec("kafka.broker.outbuf_requests", "gauge", "{request}", _BROKER,
+               "requests waiting to be sent to one broker (librdkafka statistics)",
+               "deimos.kafka.broker.outbuf.requests"),
+    MetricSpec("kafka.broker.waitresp_requests", "gauge", "{request}", _BROKER,
+               "requests sent to one broker and waiting for its answer (librdkafka "
+               "statistics)", "deimos.kafka.broker.waitresp.requests"),
+    MetricSpec("kafka.producer.queue_messages", "gauge", "{message}", _CLIENT,
+               "messages in a shared producer's local queue, not yet acknowledged "
+               "(librdkafka statistics)", "deimos.kafka.producer.queue.messages"),
+    MetricSpec("kafka.producer.queue_bytes", "gauge", "By", _CLIENT,
+               "bytes of the messages in a shared producer's local queue (librdkafka "
+               "statistics)", "deimos.kafka.producer.queue.size"),
+    MetricSpec("consumer.lags", "gauge", "{message}", _CLIENT_LAG,
+               "a consumer's lag on one assigned partition as librdkafka sees it: the "
+               "partition's end against the offset deimos stored (librdkafka statistics)",
+               "deimos.kafka.consumer.lag"),
+    MetricSpec("consumer.lags_delta", "gauge", "{message}", _CLIENT_LAG,
+               "change of consumer.lags since the previous statistics report (0 in the "
+               "first)", "deimos.kafka.consumer.lag.delta"),
     MetricSpec("retries", "counter", "{message}", _CONSUMER,
                "failed messages scheduled for another attempt", "deimos.consumer.retries"),
     MetricSpec("dead_lettered", "counter", "{message}", _CONSUMER,
@@ -115,6 +145,9 @@ TAG_ATTRIBUTES: dict[str, str] = {
     "status": "deimos.status",
     "time": "deimos.time",
     "poller": "deimos.poller",
+    "broker": "deimos.kafka.broker",
+    "bootstrap": "deimos.kafka.bootstrap",
+    "client": "deimos.kafka.client",
 }
 
 #: attributes every OpenTelemetry measurement carries

@@ -61,9 +61,20 @@ class SchemaField:
 # -- keys: rules every schema backend shares --------------------------------------------------
 
 
+_STR = frozenset({str})
+
+
 def encode_plain_keys(keys: Sequence[Any]) -> list[bytes | None]:
     """Plain keys (``plain``/``none`` key configs): unencoded UTF-8 text, as Ruby Deimos."""
+    if _STR.issuperset(map(type, keys)):
+        return list(map(str.encode, keys))  # all text: the loop in C
     return [None if k is None else k if type(k) is bytes else str(k).encode() for k in keys]
+
+
+def encode_plain_key(k: Any) -> bytes | None:
+    """One plain key (``publish()``'s path), as :func:`encode_plain_keys` encodes each."""
+    tk = type(k)
+    return k.encode() if tk is str else k if tk is bytes or k is None else str(k).encode()
 
 
 def decode_plain_keys(data: Sequence[bytes | None]) -> list[str | None]:

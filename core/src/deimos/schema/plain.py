@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from deimos.errors import DecodeError, SchemaValidationError
@@ -12,8 +12,11 @@ from deimos.schema.base import (
     SchemaContext,
     SchemaField,
     decode_plain_keys,
+    encode_plain_key,
     encode_plain_keys,
 )
+
+_STR = frozenset({str})
 
 
 class PlainSchemaBackend:
@@ -25,11 +28,33 @@ class PlainSchemaBackend:
     def deimos_schema_encode(self, context: SchemaContext, payloads: Sequence[Any]) -> list[
             bytes | None]:
         try:
+            if _STR.issuperset(map(type, payloads)):
+                return list(map(str.encode, payloads))  # all text: the loop in C
             return [p.encode() if type(p) is str else p if p is None or type(p) is bytes
                     else _bad(context, p) for p in payloads]
         except UnicodeEncodeError as exc:
             raise SchemaValidationError([("", f"not encodable as UTF-8: {exc}")],
                                         context.topic) from exc
+
+    @hookimpl
+    def deimos_schema_encoder(self, context: SchemaContext, role: str
+                              ) -> Callable[[Any], bytes | None]:
+        if role == "key":
+            return encode_plain_key
+        topic = context.topic
+
+        def encode(p: Any) -> bytes | None:
+            if type(p) is str:
+                try:
+                    return p.encode()
+                except UnicodeEncodeError as exc:
+                    raise SchemaValidationError(
+                        [("", f"not encodable as UTF-8: {exc}")], topic) from exc
+            if p is None or type(p) is bytes:
+                return p
+            return _bad(context, p)
+
+        return encode
 
     @hookimpl
     def deimos_schema_decode(self, context: SchemaContext, data: Sequence[bytes | None]

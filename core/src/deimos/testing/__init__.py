@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from deimos.testing.helpers import (
         TestModeError,
+        aconsume_batch,
+        aconsume_message,
         assert_not_sent,
         assert_sent,
         assert_sent_including,
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TestModeError",
+    "aconsume_batch",
+    "aconsume_message",
     "assert_not_sent",
     "assert_sent",
     "assert_sent_including",

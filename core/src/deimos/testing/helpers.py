@@ -15,6 +15,7 @@ Ruby Deimos complaint).
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 import pprint
@@ -36,6 +37,8 @@ from deimos.schema.base import SchemaContext
 
 __all__ = [
     "TestModeError",
+    "aconsume_batch",
+    "aconsume_message",
     "assert_not_sent",
     "assert_sent",
     "assert_sent_including",
@@ -218,8 +221,7 @@ def _run(processor: MessageProcessor, msgs: list[Any]) -> None:
     while msgs:
         outcome = processor.process(msgs)
         first = msgs[0]
-        processor.policy.done(first.topic(), first.partition(),
-                              [m.offset() for m in msgs[:outcome.handled]], outcome)
+        processor.policy.done(first.topic(), first.partition(), msgs, outcome)
         if outcome.stop is not None:
             raise outcome.stop
         if outcome.retry is None or outcome.retry_offset is None:
@@ -243,7 +245,8 @@ def _dead_letter_to_test_backend(processor: MessageProcessor) -> None:
 
 
 def _prepare(consumer: type[_Base] | _Base | str, topic: str | None,
-             settings: Mapping[str, Any]) -> tuple[MessageProcessor, str]:
+             settings: Mapping[str, Any], event_loop: Any = None
+             ) -> tuple[MessageProcessor, str]:
     runtime = get_runtime()
     if runtime.backend_override is None:
         raise TestModeError("consume_message/consume_batch need test mode: use the "
@@ -256,7 +259,17 @@ def _prepare(consumer: type[_Base] | _Base | str, topic: str | None,
             topic = cs.topics[0]
         else:
             raise TestModeError(f"consumer {cs.name} subscribes by pattern: pass topic=...")
-    processor = MessageProcessor(handler, cs, runtime)
+    if handler._is_async and event_loop is None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop running here: the processor runs the coroutines on one of its own
+        else:
+            raise TestModeError(
+                f"{type(handler).__name__} is an asyncio consumer and this test runs in an "
+                "event loop: use `await deimos.testing.aconsume_message(...)` (or "
+                "aconsume_batch), which awaits its coroutines on this loop")
+    processor = MessageProcessor(handler, cs, runtime, event_loop)
     _dead_letter_to_test_backend(processor)
     return processor, runtime.settings.producers.topic_prefix + topic
 
@@ -287,9 +300,11 @@ def consume_message(
     :returns: the handler instance, for assertions on what it kept.
     """
     processor, t = _prepare(consumer, topic, settings)
-    msgs = _kafka_messages(processor, t, [payload], [key], headers, partition, offset,
-                           timestamp)
-    _run(processor, msgs)
+    try:
+        _run(processor, _kafka_messages(processor, t, [payload], [key], headers, partition,
+                                        offset, timestamp))
+    finally:
+        processor.close()
     return processor.handler
 
 
@@ -310,10 +325,63 @@ def consume_batch(
     if keys is not None and len(keys) != len(payloads):
         raise TestModeError(f"{len(payloads)} payloads but {len(keys)} keys")
     processor, t = _prepare(consumer, topic, settings)
-    msgs = _kafka_messages(processor, t, list(payloads), list(keys or [None] * len(payloads)),
-                           headers, partition, offset, timestamp)
-    if msgs:
-        _run(processor, msgs)
+    try:
+        msgs = _kafka_messages(processor, t, list(payloads),
+                               list(keys or [None] * len(payloads)), headers, partition,
+                               offset, timestamp)
+        if msgs:
+            _run(processor, msgs)
+    finally:
+        processor.close()
+    return processor.handler
+
+
+async def aconsume_message(
+    consumer: type[_Base] | _Base | str,
+    payload: Any,
+    *,
+    key: Any = None,
+    headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+    topic: str | None = None,
+    partition: int = 0,
+    offset: int = 0,
+    timestamp: int | None = None,
+    **settings: Any,
+) -> _Base:
+    """:func:`consume_message` from a coroutine (a pytest-asyncio or anyio test on asyncio):
+    an asyncio consumer's coroutines run on the calling event loop, as they do in an
+    application that runs deimos in its loop, so they can use the test's clients and
+    fixtures. The rest of the engine runs in a worker thread meanwhile, as the consumer
+    thread would."""
+    return await aconsume_batch(consumer, [payload], keys=[key], headers=headers, topic=topic,
+                                partition=partition, offset=offset, timestamp=timestamp,
+                                **settings)
+
+
+async def aconsume_batch(
+    consumer: type[_Base] | _Base | str,
+    payloads: Sequence[Any],
+    *,
+    keys: Sequence[Any] | None = None,
+    headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+    topic: str | None = None,
+    partition: int = 0,
+    offset: int = 0,
+    timestamp: int | None = None,
+    **settings: Any,
+) -> _Base:
+    """:func:`consume_batch` from a coroutine, as :func:`aconsume_message`."""
+    if keys is not None and len(keys) != len(payloads):
+        raise TestModeError(f"{len(payloads)} payloads but {len(keys)} keys")
+    processor, t = _prepare(consumer, topic, settings, asyncio.get_running_loop())
+    try:
+        msgs = _kafka_messages(processor, t, list(payloads),
+                               list(keys or [None] * len(payloads)), headers, partition,
+                               offset, timestamp)
+        if msgs:
+            await asyncio.to_thread(_run, processor, msgs)
+    finally:
+        processor.close()
     return processor.handler
 
 

@@ -79,6 +79,8 @@ class DeimosTestHelpers:
 
         self.consume_message = helpers.consume_message
         self.consume_batch = helpers.consume_batch
+        self.aconsume_message = helpers.aconsume_message
+        self.aconsume_batch = helpers.aconsume_batch
         self.assert_sent = helpers.assert_sent
         self.assert_sent_including = helpers.assert_sent_including
         self.assert_not_sent = helpers.assert_not_sent

@@ -21,7 +21,7 @@ once per :class:`~deimos.schema.base.SchemaContext` and is kept in ``context.cac
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from fastavro import json_reader, json_writer, schemaless_reader, schemaless_writer
@@ -32,6 +32,7 @@ from deimos.schema.base import (
     SchemaContext,
     SchemaField,
     decode_plain_keys,
+    encode_plain_key,
     encode_plain_keys,
     key_field_name,
     key_records,
@@ -136,6 +137,22 @@ class AvroBackend:
         codec = _state(context).value()
         assert codec is not None
         return self._encode(context, codec, payloads)
+
+    @hookimpl
+    def deimos_schema_encoder(self, context: SchemaContext, role: str
+                              ) -> Callable[[Any], bytes | None] | None:
+        if role == "key":
+            kind = context.key_config.kind
+            return encode_plain_key if kind in ("plain", "none") else None
+        codec = _state(context).value()
+        assert codec is not None
+        header = self._frame(context, codec)
+        return None if header is None else _writer_of(codec, header, context.topic)
+
+    def _frame(self, context: SchemaContext, codec: Codec) -> bytes | None:
+        """The header binary datums are prefixed with; ``None`` where this backend does not
+        write framed binary Avro (then ``publish()`` uses the list hook)."""
+        return None
 
     @hookimpl
     def deimos_schema_decode(self, context: SchemaContext, data: Sequence[bytes | None]
@@ -249,6 +266,25 @@ def _write_all(codec: Codec, header: bytes, payloads: Sequence[Any], topic: str
     return out
 
 
+def _writer_of(codec: Codec, header: bytes, topic: str) -> Callable[[Any], bytes | None]:
+    """:func:`_write_all` for one payload: ``publish()``'s encoder."""
+    schema = codec.write_parsed
+    writer = schemaless_writer
+    new = io.BytesIO
+
+    def encode(p: Any) -> bytes | None:
+        if p is None:
+            return None
+        buf = new()
+        try:
+            writer(buf, schema, p)
+        except Exception as exc:  # as in _write_all
+            raise codec.invalid((p,), topic, exc) from None
+        return header + buf.getvalue()
+
+    return encode
+
+
 class AvroSchemaRegistryBackend(AvroBackend):
     """``avro_schema_registry``: Confluent wire format with a (mock or real) registry."""
 
@@ -276,6 +312,9 @@ class AvroSchemaRegistryBackend(AvroBackend):
     def _encode(self, context: SchemaContext, codec: Codec, payloads: Sequence[Any]
                 ) -> list[bytes | None]:
         return _write_all(codec, self._header(context, codec), payloads, context.topic)
+
+    def _frame(self, context: SchemaContext, codec: Codec) -> bytes | None:
+        return self._header(context, codec)
 
     def _writer(self, context: SchemaContext, codec: Codec | None, sid: int
                 ) -> tuple[Any, Any]:
@@ -326,9 +365,12 @@ class AvroLocalBackend(AvroBackend):
 
     def _encode(self, context: SchemaContext, codec: Codec, payloads: Sequence[Any]
                 ) -> list[bytes | None]:
+        return _write_all(codec, self._frame(context, codec), payloads, context.topic)
+
+    def _frame(self, context: SchemaContext, codec: Codec) -> bytes:
         if codec.header is None:
             codec.header = _SINGLE_OBJECT_MAGIC + codec.schema.fingerprint
-        return _write_all(codec, codec.header, payloads, context.topic)
+        return codec.header
 
     def _decode(self, context: SchemaContext, codec: Codec | None,
                 data: Sequence[bytes | None], role: str) -> list[Any]:

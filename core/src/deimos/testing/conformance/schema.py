@@ -184,6 +184,18 @@ class SchemaBackendConformance:
         assert backend.decode(backend.context, encoded) == backend.decode(
             backend.context, singles)
 
+    def test_one_value_encoder_matches_the_list_hook(
+            self, backend: SchemaBackend, payload_batch: list[Any]) -> None:
+        """``deimos_schema_encoder`` (optional) is publish()'s path: it must give exactly
+        the list hook's bytes, tombstones included."""
+        if backend.encoder is None:
+            pytest.skip("backend does not implement deimos_schema_encoder")
+        encode_one = backend.encoder(backend.context, "value")
+        if encode_one is None:
+            pytest.skip("backend offers no one-value encoder for this context")
+        prepared = [self.prepare(backend, p) for p in payload_batch] + [None]
+        assert [encode_one(p) for p in prepared] == backend.encode(backend.context, prepared)
+
     def test_keys(self, make_backend: Callable[..., SchemaBackend],
                   key_cases: list[KeyCase]) -> None:
         for key_config, key, decoded in key_cases:
@@ -191,6 +203,9 @@ class SchemaBackendConformance:
             assert b.encode_key is not None and b.decode_key is not None
             encoded = b.encode_key(b.context, [key, key])
             assert all(isinstance(e, bytes) for e in encoded), key_config
+            one = b.encoder(b.context, "key") if b.encoder is not None else None
+            if one is not None:  # publish()'s key encoder gives the list hook's bytes
+                assert one(key) == encoded[0], key_config
             assert b.decode_key(b.context, encoded) == [decoded, decoded], key_config
 
     def test_validate_accepts_valid(self, backend: SchemaBackend, valid_payload: Any) -> None:
