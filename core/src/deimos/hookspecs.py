@@ -86,6 +86,20 @@ def deimos_http_routes() -> Mapping[str, Callable[[], tuple[int, str, bytes]]]:
     """
 
 
+@hookspec
+def deimos_event(name: str, payload: Mapping[str, Any]) -> None:
+    """An instrumentation event (Ruby Deimos's Karafka monitor events), called on the
+    enabled metrics and tracing providers and the selected producer and schema backends that
+    implement it.
+
+    :param name: ``deimos.encode_message``, ``deimos.outbox.produce``,
+        ``deimos.batch_consumption.valid_records``, ``invalid_records`` or
+        ``initial_failure`` (see :mod:`deimos.events`).
+    :param payload: the event's values; read them, do not keep or change them.
+    :returns: nothing. With no implementation deimos builds no payload; an exception is
+        logged and does not reach the code that emitted the event.
+    """
+
 # --------------------------------------------------------------------------------------------
 # Producer backends (group ``deimos.producer_backends``)
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
+from deimos import events as _events
 from deimos import runtime as _runtime_mod
 from deimos.config import (
     DEFAULT_CLUSTER,
@@ -149,6 +150,7 @@ class Pipeline:
         where: str | None = None,
         disabled: bool = False,
         payload_log: str | None = None,
+        producer: type | None = None,
     ) -> None:
         settings = runtime.settings
         where = where or f"producer {name}"
@@ -190,8 +192,12 @@ class Pipeline:
         self.disabled = settings.producers.disabled or disabled
         #: the ``payload_log`` mode, None when nothing is logged
         self.payload_log = payload_log or settings.producers.payload_log
+        self.producer = producer
+        #: ``deimos.encode_message`` to its subscribers, None without any
+        self.on_encode = runtime.events.emitter(_events.ENCODE_MESSAGE)
         #: anything beyond build-and-send: one check on the per-message path for all of them
-        self.special = self.disabled or self.payload_log is not None
+        self.special = (self.disabled or self.payload_log is not None
+                        or self.on_encode is not None)
         self.tracing = runtime.telemetry.tracing_enabled
         self.encode = self.schema.encode
         self.encode_key = self.schema.encode_key or self._cannot_encode_keys
@@ -279,7 +285,7 @@ class Pipeline:
         """``publish``: :meth:`build` and :meth:`send` for a single message, without the list
         machinery. The first call compiles the per-message path (:meth:`_compile_one`) and
         installs it on this pipeline in place of this method."""
-        if self.special:  # disabled, payload_log: the list path has them
+        if self.special:  # disabled, payload_log, events: the list path has them
             return self.publish_many([payload], None if key is None else [key], headers,
                                      None if partition_key is None else [partition_key],
                                      None, sync, force_send)
@@ -382,10 +388,19 @@ class Pipeline:
         if self.disabled:
             return []
         messages = self.build(payloads, keys, headers, partition_keys, message_headers)
-        if self.payload_log is not None:
-            self._log_payloads(messages)
+        if self.special:
+            self._report(messages)
         self.send(messages, sync, force_send)
         return messages
+
+    def _report(self, messages: list[Message]) -> None:
+        """What a call's encoded messages are reported to: ``payload_log``, the
+        ``deimos.encode_message`` subscribers."""
+        if self.payload_log is not None:
+            self._log_payloads(messages)
+        if self.on_encode is not None:
+            self.on_encode({"producer": self.producer, "topic": self.topic,
+                            "payloads": [m.payload for m in messages], "messages": messages})
 
     def _log_payloads(self, messages: list[Message]) -> None:
         if not log.isEnabledFor(logging.DEBUG):
@@ -541,7 +556,7 @@ class Pipeline:
                            headers: Headers | Mapping[str, Any] | None, partition_key: Any,
                            sync: bool | None, force_send: bool) -> list[Message]:
         """``apublish``: :meth:`publish_one` awaiting the backend."""
-        if self.special:  # disabled, payload_log: the list path has them
+        if self.special:  # disabled, payload_log, events: the list path has them
             return await self.apublish_many(
                 [payload], None if key is None else [key], headers,
                 None if partition_key is None else [partition_key], None, sync, force_send)
@@ -558,8 +573,8 @@ class Pipeline:
         if self.disabled:
             return []
         messages = self.build(payloads, keys, headers, partition_keys, message_headers)
-        if self.payload_log is not None:
-            self._log_payloads(messages)
+        if self.special:
+            self._report(messages)
         await self.asend(messages, sync, force_send)
         return messages
 
@@ -716,6 +731,7 @@ class Producer(metaclass=_ProducerMeta):
             own=cls._own_schema_settings(),
             disabled=cls.disabled,
             payload_log=cls.payload_log,
+            producer=cls,
         )
 
     @classmethod
@@ -846,6 +862,16 @@ class Producer(metaclass=_ProducerMeta):
 
 #: ``deimos.produce`` pipelines per topic, for the runtime they were built for
 _topic_pipelines: dict[str, Pipeline] = {}
+
+
+def _forget_all_pipelines() -> None:
+    """Event subscribers changed: pipelines resolve their emitters again when rebuilt."""
+    _pipelines.clear()
+    _topic_override_pipelines.clear()
+    _topic_pipelines.clear()
+
+
+_events.on_change(_forget_all_pipelines)
 
 
 def produce(

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from deimos import config as _config
 from deimos.config import KeyConfig, OwnSchemaSettings, Settings
+from deimos.events import EventBus
 from deimos.plugins import PluginRegistry, get_registry
 from deimos.schema.base import SchemaContext
 from deimos.telemetry import Telemetry
@@ -76,6 +77,7 @@ class Runtime:
         self.backend_override: str | None = None
         self.schema_override: Callable[[str, SchemaContext], str] | None = None
         self._check_plugin_names()
+        self.events = EventBus(self.registry, settings)
         self.telemetry = Telemetry(
             self.registry,
             settings.metrics.providers,

@@ -27,6 +27,18 @@ FAST = {"poll_interval": 0.05, "heartbeat_interval": 0.5, "lock_timeout": 5.0,
         "metrics_interval": 0.2}
 
 
+def batch_metadata(topic: str, keys: list[Any]) -> Any:
+    """The metadata of a batch of one partition, offsets 0.., for calling a record consumer's
+    ``consume_batch`` directly (to see what it raises and keeps in ``failures``)."""
+    from confluent_kafka import Message as KafkaMessage
+
+    from deimos.consumer import BatchMetadata
+
+    msgs = [KafkaMessage(topic=topic, partition=0, offset=i, key=str(k).encode(),
+                         value=b"{}") for i, k in enumerate(keys)]
+    return BatchMetadata(msgs, [str(k) for k in keys], topic, 0)
+
+
 def mock_metrics() -> Any:
     return get_registry().get("metrics", "mock").obj
 

@@ -1,6 +1,7 @@
 """The outbox with the producer options on SQLite, PostgreSQL and MariaDB and the real broker:
 a per-call ``topic=`` and per-message headers go through ``kafka_messages`` intact, and
-``log_topics`` logs the messages of the listed topics only."""
+``log_topics`` logs the messages of the listed topics only; ``deimos.outbox.produce`` reports
+each batch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import pytest
 
 import deimos
+import deimos.events
 from deimos_db import transaction
 from deimos_db.producer import DbProducer
 from deimos_db_helpers import ALL_DATABASES, read_topic
@@ -30,7 +32,15 @@ def test_topic_headers_and_log_topics_through_the_outbox(outbox, db, deimos_kafk
                             message_headers=[{"n": "1"}, None], headers={"all": "x"})
         Events.publish("c", key="k3")
     caplog.set_level(logging.INFO, logger="deimos_db.producer")
-    assert DbProducer().process_next() == 3
+    produced: list[tuple[str, int, int]] = []
+    unsubscribe = deimos.events.subscribe(
+        lambda name, p: produced.append((p["topic"], len(p["messages"]), p["sent"])),
+        "deimos.outbox.produce")
+    try:
+        assert DbProducer().process_next() == 3
+    finally:
+        unsubscribe()
+    assert sorted(produced) == sorted([(logged, 2, 2), (quiet, 1, 1)])
     got = sorted((m.key(), m.value(), m.headers()) for m in read_topic(deimos_kafka, logged, 2))
     assert got == [(b"k1", b"a", [("all", b"x"), ("n", b"1")]), (b"k2", b"b", [("all", b"x")])]
     assert [m.value() for m in read_topic(deimos_kafka, quiet, 1)] == [b"c"]

@@ -16,7 +16,7 @@ import deimos
 from deimos.errors import DeimosError
 from deimos.testing import consume_batch
 from deimos_db import RecordConsumer, dispose_engines, get_engine
-from deimos_db_helpers import ALL_DATABASES
+from deimos_db_helpers import ALL_DATABASES, batch_metadata
 
 pytestmark = ALL_DATABASES
 
@@ -163,7 +163,7 @@ def test_many_to_one_rows_are_saved_first_and_their_ids_set_on_the_parent(db):
     # a related table without bulk_import_id needs the id in the payload
     with pytest.raises(DeimosError, match="'bulk_import_id' column"):
         Widgets().consume_batch([{"id": 3, "name": "w3", "maker": {"name": "m?"}}],
-                                _metadata([3]))
+                                batch_metadata("widgets", [3]))
     assert 3 not in [r[0] for r in select(db, Widget, "id")]
 
 
@@ -183,18 +183,39 @@ def test_a_bad_child_rolls_back_its_parent_and_the_other_messages_land(db):
         handler.consume_batch([{"id": 1, "name": "w1", "details": [{"title": "ok"}]},
                                {"id": 2, "name": "w2", "details": [{"title": None}]},
                                {"id": 3, "name": "w3", "parts": [{"sku": "s"}]}],
-                              _metadata([1, 2, 3]))
+                              batch_metadata("widgets", [1, 2, 3]))
     assert info.value.index == 1 and [f.index for f in handler.failures] == [1]
     assert select(db, Widget, "id") == [(1,), (3,)]
     assert select(db, Detail, "widget_id", "title") == [(1, "ok")]
     assert select(db, Part, "widget_id", "sku") == [(3, "s")]
 
 
-def _metadata(keys: list[Any]) -> Any:
-    from confluent_kafka import Message as KafkaMessage
+class Tag(Base):
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column(sa.String(20))
 
-    from deimos.consumer import BatchMetadata
 
-    msgs = [KafkaMessage(topic="widgets", partition=0, offset=i, key=str(k).encode(),
-                         value=b"{}") for i, k in enumerate(keys)]
-    return BatchMetadata(msgs, [str(k) for k in keys], "widgets", 0)
+gizmo_tags = sa.Table("gizmo_tags", Base.metadata,
+                      sa.Column("gizmo_id", sa.ForeignKey("gizmos.id"), primary_key=True),
+                      sa.Column("tag_id", sa.ForeignKey("tags.id"), primary_key=True))
+
+
+class Gizmo(Base):
+    __tablename__ = "gizmos"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(sa.String(20))
+    tags: Mapped[list[Tag]] = relationship(secondary=gizmo_tags)
+
+
+def test_a_many_to_many_relationship_is_refused_only_when_a_payload_carries_it(db):
+    class Gizmos(RecordConsumer):
+        topic = "gizmos"
+        key_config = "plain"
+        model = Gizmo
+
+    consume_batch(Gizmos, [{"id": 1, "name": "g"}], keys=[1])  # the model works as before
+    assert select(db, Gizmo, "id", "name") == [(1, "g")]
+    with pytest.raises(DeimosError, match="'tags' goes through an association table"):
+        Gizmos().consume_batch([{"id": 2, "name": "h", "tags": [{"label": "x"}]}],
+                               batch_metadata("gizmos", [2]))

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import deimos
-from deimos.consumer import BatchError, BatchMetadata
+from deimos.consumer import BatchError
 from deimos.testing import consume_batch
 from deimos_db import RecordConsumer, RecordMessage, deadlock_retry, dispose_engines, get_engine
-from deimos_db_helpers import ALL_DATABASES
+from deimos_db_helpers import ALL_DATABASES, batch_metadata
 
 pytestmark = ALL_DATABASES
 
@@ -54,14 +54,6 @@ def table(engine: sa.Engine) -> dict[int, tuple[Any, ...]]:
     with engine.connect() as conn:
         return {r.id: (r.name, r.region, r.qty, bool(r.deleted))
                 for r in conn.execute(sa.select(Gadget.__table__))}
-
-
-def metadata(keys: list[int]) -> BatchMetadata:
-    from confluent_kafka import Message as KafkaMessage
-
-    msgs = [KafkaMessage(topic="gadgets", partition=0, offset=i, key=str(k).encode(),
-                         value=b"{}") for i, k in enumerate(keys)]
-    return BatchMetadata(msgs, [str(k) for k in keys], "gadgets", 0)
 
 
 def seed(engine: sa.Engine, n: int = 4) -> None:
@@ -127,12 +119,12 @@ def test_without_batch_message_fallback_a_bad_row_fails_the_whole_batch(db):
 
     strict = Strict()
     with pytest.raises(sa.exc.DBAPIError, match="ck_gadgets_qty"):
-        strict.consume_batch(payloads, metadata(list(range(10))))
+        strict.consume_batch(payloads, batch_metadata("gadgets", list(range(10))))
     assert table(db) == {} and strict.failures == []
 
     lenient = Gadgets()  # the default falls back row by row: nine rows land
     with pytest.raises(BatchError) as info:
-        lenient.consume_batch(payloads, metadata(list(range(10))))
+        lenient.consume_batch(payloads, batch_metadata("gadgets", list(range(10))))
     assert info.value.index == 6 and len(table(db)) == 9
 
 
@@ -184,3 +176,37 @@ def test_deadlock_retry_runs_the_session_function_again_after_a_lock_timeout(
     assert attempts == [0] and table(db)[1][2] == 101
     if engine is not db:
         engine.dispose()
+
+
+def test_batch_consumption_events_report_valid_invalid_and_the_initial_failure(db):
+    import deimos.events
+
+    seen: list[tuple[str, Any]] = []
+
+    def record(name: str, payload: Any) -> None:
+        seen.append((name, payload))
+
+    class Picky(Gadgets):
+        def should_consume(self, message: RecordMessage) -> bool:
+            return message.payload is None or message.payload["name"] != "skip"
+
+    unsubscribe = deimos.events.subscribe(record)
+    try:
+        consume_batch(Picky, [{"id": 1, "name": "a", "qty": 1}, {"id": 2, "name": "skip",
+                                                                 "qty": 2}], keys=[1, 2])
+        with pytest.raises(BatchError):
+            Picky().consume_batch([{"id": 3, "name": "b", "qty": 3},
+                                   {"id": 4, "name": "c", "qty": -4}],
+                                  batch_metadata("gadgets", [3, 4]))
+    finally:
+        unsubscribe()
+    summary = [(n, p["consumer"], [m.payload["id"] for m in p["records"]])
+               if "records" in p else (n, p["consumer"], p["operation"], p["count"])
+               for n, p in seen]
+    assert summary == [
+        ("deimos.batch_consumption.invalid_records", Picky, [2]),
+        ("deimos.batch_consumption.valid_records", Picky, [1]),
+        ("deimos.batch_consumption.initial_failure", Picky, "upsert_records", 2),
+        ("deimos.batch_consumption.valid_records", Picky, [3])]
+    failure = seen[2][1]
+    assert failure["topic"] == "gadgets" and isinstance(failure["error"], sa.exc.DBAPIError)

@@ -38,7 +38,7 @@ from .records import (
     string_limits,
     truncate_strings,
 )
-from .upserts import execute_upserts, upsert_statement
+from .upserts import Statements, execute_upserts
 
 if TYPE_CHECKING:
     from .record_consumer import RecordConsumer, RecordMessage
@@ -53,10 +53,9 @@ class Association:
         self.owner = owner
         self.name = name
         self.table: sa.Table = rel.mapper.local_table
-        if rel.secondary is not None or rel.direction is RelationshipDirection.MANYTOMANY:
-            raise DeimosError(f"{type(owner).__name__}: relationship {name!r} goes through an "
-                              "association table; record consumers write one-to-many and "
-                              "many-to-one relationships only")
+        #: through an association table: a payload carrying it is refused
+        self.many_to_many = (rel.secondary is not None
+                             or rel.direction is RelationshipDirection.MANYTOMANY)
         self.many_to_one = rel.direction is RelationshipDirection.MANYTOONE
         #: (parent column, related column): the foreign key and what it points at
         self.pairs = [(local.name, remote.name) for local, remote in rel.local_remote_pairs]
@@ -69,14 +68,7 @@ class Association:
         self.stamps = Stamps(self.table)
         col = owner.bulk_import_id_column
         self.import_col = col if col and col in self.table.c else None
-        self._stmts: dict[tuple[str, frozenset[str]], Any] = {}
-
-    def statement(self, dialect: str, cols: frozenset[str]) -> Any:
-        stmt = self._stmts.get((dialect, cols))
-        if stmt is None:
-            stmt = self._stmts[(dialect, cols)] = upsert_statement(
-                self.table, self.key_cols, dialect, cols)
-        return stmt
+        self.statement = Statements(self.table, self.key_cols)
 
     def row(self, item: Mapping[str, Any], now: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(item, Mapping):
@@ -231,12 +223,20 @@ def associations_of(owner: RecordConsumer, model: Any) -> dict[str, Association]
 class Writer:
     """Parent rows and their associations, written in the order the foreign keys need."""
 
-    def __init__(self, associations: dict[str, Association]) -> None:
-        self.first = [a for a in associations.values() if a.many_to_one]
-        self.after = [a for a in associations.values() if not a.many_to_one]
+    def __init__(self, owner: str, associations: dict[str, Association]) -> None:
+        self.owner = owner
+        usable = [a for a in associations.values() if not a.many_to_many]
+        self.refused = [a.name for a in associations.values() if a.many_to_many]
+        self.first = [a for a in usable if a.many_to_one]
+        self.after = [a for a in usable if not a.many_to_one]
 
     def write(self, conn: sa.Connection, messages: list[RecordMessage],
               rows: list[dict[str, Any]], write_parents: Callable[[], None]) -> None:
+        for name in self.refused:
+            if any(m.payload is not None and name in m.payload for m in messages):
+                raise DeimosError(f"{self.owner}: relationship {name!r} goes through an "
+                                  "association table; payloads may carry one-to-many and "
+                                  "many-to-one relationships only")
         for a in self.first:
             a.save_first(conn, messages, rows)
         write_parents()

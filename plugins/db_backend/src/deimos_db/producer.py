@@ -45,6 +45,7 @@ from typing import Any
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException
 
+from deimos import events
 from deimos.config import Settings, get_settings
 from deimos.errors import PublishError
 from deimos.health import Heartbeat
@@ -422,6 +423,10 @@ class DbProducer:
                     break
                 result = self.send(unit.topic, rows)
                 self._finish(unit.topic, result)
+                on_produce = get_runtime().events.emitter(events.OUTBOX_PRODUCE)
+                if on_produce is not None:
+                    on_produce({"topic": unit.topic, "messages": rows, "sent": result.sent,
+                                "dead": result.dead, "exception": result.error})
                 self.beat.beat()
                 done += len(result.delete_ids) + len(result.dead)
                 if result.error is not None:

@@ -44,10 +44,12 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from deimos import events
 from deimos.config import get_settings
 from deimos.consumer import BatchConsumer, BatchError, BatchMetadata
 from deimos.errors import TransientError
 from deimos.producer import _to_dict
+from deimos.runtime import get_runtime
 
 from .associations import Writer, associations_of
 from .deadlock import describe, is_disconnect, is_retryable, retry_transaction
@@ -63,7 +65,7 @@ from .records import (
     truncate_strings,
 )
 from .settings import DbSettings
-from .upserts import execute_upserts, upsert_statement
+from .upserts import Statements, execute_upserts
 
 log = logging.getLogger("deimos_db.record_consumer")
 
@@ -176,10 +178,10 @@ class RecordConsumer(BatchConsumer):
         self._has_updated = "updated_at" in self._stamp.names
         self._limits = ({c: n for c, n in string_limits(self.table).items()
                          if c in self.write_cols} if self.truncate_columns else {})
-        self._stmts: dict[tuple[str, frozenset[str]], Any] = {}
+        self._statements = Statements(self.table, self.key_cols)
         associations = associations_of(self, self.model)
         #: writes the associations a batch's payloads carry; None when the model has none
-        self._writer = Writer(associations) if associations else None
+        self._writer = Writer(type(self).__name__, associations) if associations else None
         cls = type(self)
         #: default hooks and one key column: rows are built in one loop
         self._fast = self.bulk_import and len(self.key_cols) == 1 and all(
@@ -398,8 +400,14 @@ class RecordConsumer(BatchConsumer):
     def _consume_bulk(self, messages: list[RecordMessage], md: BatchMetadata) -> None:
         cls = type(self)
         kept = messages
+        bus = get_runtime().events
         if cls.should_consume is not RecordConsumer.should_consume:
             kept = [m for m in kept if self.should_consume(m)]
+            on_invalid = bus.emitter(events.INVALID_RECORDS)
+            if on_invalid is not None and len(kept) < len(messages):
+                chosen = {id(m) for m in kept}
+                on_invalid(self._event(md, records=[m for m in messages
+                                                    if id(m) not in chosen]))
         if cls.pre_process is not RecordConsumer.pre_process:
             kept = self.pre_process(kept)
         if not self._fast:
@@ -409,7 +417,7 @@ class RecordConsumer(BatchConsumer):
         slices = self._slices(kept)
         offsets = [m.offset for m in messages]
 
-        def bulk() -> None:
+        def bulk() -> list[RecordMessage]:
             with self.engine.begin() as conn:
                 skip = self._applied(conn, md, offsets) if self.inbox else set()
                 upserted: list[RecordMessage] = []
@@ -425,9 +433,11 @@ class RecordConsumer(BatchConsumer):
                 if self.inbox:
                     self._record_inbox(conn, md, [o for o in offsets if o not in skip])
                 self.post_process_batch(conn, upserted, deleted)
+            return upserted
 
         try:
-            self._retrying(bulk)
+            written = self._retrying(bulk)
+            self._written(bus, md, written)
             return
         except TransientError:
             raise  # the database, not a record: nothing is rewritten row by row
@@ -447,14 +457,27 @@ class RecordConsumer(BatchConsumer):
             log.warning("%s: bulk write of %d message(s) from %s[%d] failed (%s); writing "
                         "them row by row", type(self).__name__, len(kept), md.topic,
                         md.partition, describe(exc))
-        failures = self._retrying(lambda: self._row_by_row(slices, md, offsets))
+            on_failure = bus.emitter(events.INITIAL_FAILURE)
+            if on_failure is not None:
+                on_failure(self._event(md, operation="upsert_records", count=len(kept),
+                                       error=exc))
+        failures, written = self._retrying(lambda: self._row_by_row(slices, md, offsets))
+        self._written(bus, md, written)
         if failures:
             self._report(failures, md)
             first = failures[0]
             raise BatchError(first.index, first.error)
 
+    def _written(self, bus: Any, md: BatchMetadata, written: list[RecordMessage]) -> None:
+        on_valid = bus.emitter(events.VALID_RECORDS)
+        if on_valid is not None and written:
+            on_valid(self._event(md, records=written))
+
+    def _event(self, md: BatchMetadata, **values: Any) -> dict[str, Any]:
+        return {"consumer": type(self), "topic": md.topic, "partition": md.partition, **values}
+
     def _row_by_row(self, slices: list[list[RecordMessage]], md: BatchMetadata,
-                    offsets: list[int]) -> list[FailedMessage]:
+                    offsets: list[int]) -> tuple[list[FailedMessage], list[RecordMessage]]:
         failures: list[FailedMessage] = []
         with self.engine.begin() as conn:
             skip = self._applied(conn, md, offsets) if self.inbox else set()
@@ -484,7 +507,7 @@ class RecordConsumer(BatchConsumer):
                                               if o not in skip and o not in bad])
             self.post_process_batch(conn, upserted, deleted)
         failures.sort(key=lambda f: f.index)
-        return failures
+        return failures, upserted
 
     def _report(self, failures: list[FailedMessage], md: BatchMetadata) -> None:
         self.failures = failures
@@ -555,12 +578,9 @@ class RecordConsumer(BatchConsumer):
                 conn, rows, self.upsert_statement, self.max_db_batch_size))
 
     def upsert_statement(self, dialect: str, cols: frozenset[str]) -> Any:
-        """The dialect's native upsert of rows with columns ``cols`` (cached)."""
-        cached = self._stmts.get((dialect, cols))
-        if cached is None:
-            cached = self._stmts[(dialect, cols)] = upsert_statement(
-                self.table, self.key_cols, dialect, cols)
-        return cached
+        """The dialect's native upsert of rows with columns ``cols`` (cached); override to
+        write rows another way."""
+        return self._statements(dialect, cols)
 
     def _delete(self, conn: sa.Connection, messages: list[RecordMessage]) -> None:
         if not messages:

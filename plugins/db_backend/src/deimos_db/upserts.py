@@ -50,6 +50,22 @@ def upsert_statement(table: sa.Table, key_cols: Sequence[str], dialect: str,
     return stmt.on_conflict_do_nothing(index_elements=target)
 
 
+class Statements:
+    """:func:`upsert_statement` of one table and key, built once per (dialect, columns)."""
+
+    def __init__(self, table: sa.Table, key_cols: Sequence[str]) -> None:
+        self.table = table
+        self.key_cols = list(key_cols)
+        self._built: dict[tuple[str, frozenset[str]], Any] = {}
+
+    def __call__(self, dialect: str, cols: frozenset[str]) -> Any:
+        stmt = self._built.get((dialect, cols))
+        if stmt is None:
+            stmt = self._built[(dialect, cols)] = upsert_statement(
+                self.table, self.key_cols, dialect, cols)
+        return stmt
+
+
 def execute_upserts(conn: sa.Connection, rows: list[dict[str, Any]],
                     statement: Callable[[str, frozenset[str]], Any],
                     step: int | None = None) -> None:
