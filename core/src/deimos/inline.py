@@ -181,6 +181,35 @@ def start_offsets(consumer: KafkaConsumer, topic: str, num_messages: int,
     return ranges
 
 
+def read_last(runtime: Runtime, topic: str, num_messages: int, timeout: float,
+              cluster: str | None) -> tuple[str, list[Any]]:
+    """The topic's name as producers and consumers write it (the topic prefix applied,
+    except to dead-letter topics) and its last ``num_messages`` raw messages across all
+    partitions, oldest first (by timestamp, then partition and offset)."""
+    prefix = runtime.settings.producers.topic_prefix
+    if prefix and not topic.startswith(prefix) and not any(
+            c.dead_letter_topic == topic for c in runtime.settings.consumers):
+        topic = prefix + topic  # as producers and consumers name it (not dead letters)
+    last = LastError()
+    on = cluster_settings(runtime.settings, cluster, where="cluster")
+    consumer = KafkaConsumer(quiet(client_config(on), last))
+    try:
+        try:
+            ranges = start_offsets(consumer, topic, num_messages, timeout)
+        except KafkaException as exc:
+            raise unreachable(on, f"reading {topic!r}", last.error or exc) from None
+        if not ranges:
+            return topic, []
+        consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in ranges.items()])
+        pending = {p: end for p, (_, end) in ranges.items()}
+        raw = read_to_ends(consumer, topic, pending, timeout)
+    finally:
+        consumer.close()
+    raw.sort(key=lambda m: (m.timestamp()[1] if m.timestamp()[0] else 0, m.partition(),
+                            m.offset()))
+    return topic, raw[-num_messages:]
+
+
 def get_messages_for(
     topic: str,
     num_messages: int = 10,
@@ -205,28 +234,7 @@ def get_messages_for(
     if num_messages <= 0:
         return []
     runtime = get_runtime() if settings is None else Runtime(settings)
-    prefix = runtime.settings.producers.topic_prefix
-    if prefix and not topic.startswith(prefix) and not any(
-            c.dead_letter_topic == topic for c in runtime.settings.consumers):
-        topic = prefix + topic  # as producers and consumers name it (not dead letters)
-    last = LastError()
-    on = cluster_settings(runtime.settings, cluster, where="cluster")
-    consumer = KafkaConsumer(quiet(client_config(on), last))
-    try:
-        try:
-            ranges = start_offsets(consumer, topic, num_messages, timeout)
-        except KafkaException as exc:
-            raise unreachable(on, f"reading {topic!r}", last.error or exc) from None
-        if not ranges:
-            return []
-        consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in ranges.items()])
-        pending = {p: end for p, (_, end) in ranges.items()}
-        raw = read_to_ends(consumer, topic, pending, timeout)
-    finally:
-        consumer.close()
-    raw.sort(key=lambda m: (m.timestamp()[1] if m.timestamp()[0] else 0, m.partition(),
-                            m.offset()))
-    raw = raw[-num_messages:]
+    topic, raw = read_last(runtime, topic, num_messages, timeout, cluster)
     keys: list[Any] = [m.key() for m in raw]
     payloads: list[Any] = [m.value() for m in raw]
     if decode and raw:
@@ -250,3 +258,70 @@ def get_messages_for(
                           key=keys[i], payload=payloads[i], headers=dict(m.headers() or []),
                           timestamp=m.timestamp()[1] if m.timestamp()[0] else None)
             for i, m in enumerate(raw)]
+
+
+@dataclass
+class InlineResult:
+    """What :func:`consume` did."""
+
+    #: messages read from the topic
+    read: int
+    #: messages done: handled, dead-lettered or skipped
+    done: int
+    #: of those, written to the dead-letter topic
+    dead_lettered: int
+    #: of those, skipped by ``on_error = "skip"`` (or a batch's skip)
+    skipped: int
+
+
+def consume(
+    topic: str,
+    consumer: Any,
+    num_messages: int = 10,
+    *,
+    timeout: float = 10.0,
+    settings: Settings | None = None,
+    cluster: str | None = None,
+    **overrides: Any,
+) -> InlineResult:
+    """Run a consumer over the last ``num_messages`` messages of ``topic`` (Ruby Deimos's
+    ``InlineConsumer.consume``): to re-apply recent messages after a fix, or to try a
+    consumer against real data, without joining its group or moving its offsets.
+
+    The messages are read as :func:`get_messages_for` reads them (assigned, nothing
+    committed) and handed to the consumer's own processing, partition by partition in offset
+    order: its schema, ``retry``, ``on_error`` and dead-letter topic apply as in ``deimos
+    run``, backoffs included. ``on_error = "raise"`` (the default) raises the handler's error
+    after the messages before it are done.
+
+    :param consumer: a ``Consumer``/``BatchConsumer`` (or asyncio) class or instance; its
+        ``[[consumers]]`` entry, if any, applies as in ``deimos run``.
+    :param cluster: the cluster to read from (default: the consumer's ``cluster``).
+    :param overrides: consumer settings for this call (``on_error="skip"`` ...).
+    """
+    from deimos.consumer import MessageProcessor, resolve_settings
+    from deimos.consumer.offline import configured_entry, drive
+
+    runtime = get_runtime() if settings is None else Runtime(settings)
+    handler = consumer() if isinstance(consumer, type) else consumer
+    cls = type(handler)
+    entry = configured_entry(runtime, cls)
+    if not (getattr(cls, "group_id", None) or (entry is not None and entry.group_id)):
+        overrides.setdefault("group_id", "deimos-inline")  # tags metrics; no group is joined
+    cs = resolve_settings(cls, entry, **overrides)
+    if num_messages <= 0:
+        return InlineResult(0, 0, 0, 0)
+    topic, raw = read_last(runtime, topic, num_messages,
+                           timeout, cluster if cluster is not None else cs.cluster)
+    partitions: dict[int, list[Any]] = {}
+    for m in raw:
+        partitions.setdefault(m.partition(), []).append(m)
+    processor = MessageProcessor(handler, cs, runtime)
+    done = 0
+    try:
+        for p in sorted(partitions):
+            done += drive(processor, sorted(partitions[p], key=lambda m: m.offset()), wait=True)
+    finally:
+        processor.close()
+    return InlineResult(read=len(raw), done=done, dead_lettered=processor.dead_lettered,
+                        skipped=processor.skipped)

@@ -30,6 +30,7 @@ from deimos import config as _config
 from deimos.backends import test as _test_backend
 from deimos.config import ConsumerSettings
 from deimos.consumer import MessageProcessor, _Base, resolve_settings
+from deimos.consumer.offline import configured_entry, drive
 from deimos.errors import SchemaValidationError
 from deimos.message import Message
 from deimos.runtime import Runtime, get_runtime
@@ -144,10 +145,7 @@ def _consumer_for(consumer: type[_Base] | _Base | str, runtime: Runtime,
             f"{', '.join(sorted(configured)) or 'none'}); pass the consumer class instead")
     handler = consumer() if isinstance(consumer, type) else consumer
     cls = type(handler)
-    path = f"{cls.__module__}.{cls.__qualname__}"
-    matching = next((e for e in runtime.settings.consumers
-                     if e.class_path and e.class_path.replace(":", ".") == path), None)
-    return handler, _settings(cls, matching, overrides)
+    return handler, _settings(cls, configured_entry(runtime, cls), overrides)
 
 
 def _settings(cls: type, entry: ConsumerSettings | None, overrides: Mapping[str, Any]
@@ -212,25 +210,6 @@ def _kafka_messages(processor: MessageProcessor, topic: str, payloads: Sequence[
     return [KafkaMessage(topic=topic, partition=partition, offset=offset + i, key=raw_keys[i],
                          value=values[i], headers=kafka_headers, timestamp=ts)
             for i in range(len(plain))]
-
-
-def _run(processor: MessageProcessor, msgs: list[Any]) -> None:
-    """The broker loop's rules without the broker or the waits: the processor's own retry
-    policy decides (a failed message is handed to the handler again until ``retry.attempts``,
-    then ``on_error``), only the backoff is not slept."""
-    while msgs:
-        outcome = processor.process(msgs)
-        first = msgs[0]
-        processor.policy.done(first.topic(), first.partition(), msgs, outcome)
-        if outcome.stop is not None:
-            raise outcome.stop
-        if outcome.retry is None or outcome.retry_offset is None:
-            return
-        if outcome.transient:
-            raise outcome.retry  # the broker loop would wait for the service; here nothing
-        processor.policy.failed(first.topic(), first.partition(), outcome.retry_offset,
-                                outcome.retry)
-        msgs = msgs[outcome.handled:]
 
 
 def _dead_letter_to_test_backend(processor: MessageProcessor) -> None:
@@ -301,8 +280,8 @@ def consume_message(
     """
     processor, t = _prepare(consumer, topic, settings)
     try:
-        _run(processor, _kafka_messages(processor, t, [payload], [key], headers, partition,
-                                        offset, timestamp))
+        drive(processor, _kafka_messages(processor, t, [payload], [key], headers, partition,
+                                         offset, timestamp), wait=False)
     finally:
         processor.close()
     return processor.handler
@@ -330,7 +309,7 @@ def consume_batch(
                                list(keys or [None] * len(payloads)), headers, partition,
                                offset, timestamp)
         if msgs:
-            _run(processor, msgs)
+            drive(processor, msgs, wait=False)
     finally:
         processor.close()
     return processor.handler
@@ -379,7 +358,7 @@ async def aconsume_batch(
                                list(keys or [None] * len(payloads)), headers, partition,
                                offset, timestamp)
         if msgs:
-            await asyncio.to_thread(_run, processor, msgs)
+            await asyncio.to_thread(drive, processor, msgs, wait=False)
     finally:
         processor.close()
     return processor.handler
