@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
@@ -133,6 +133,47 @@ def test_avro_shares_ids_and_one_version_with_avro_serializer_and_evolves_backwa
         b3.encode(b3.context, [{"id": "z"}])
     assert _client().get_versions(f"{topic}-value") == [1, 2]
 
+
+
+def _check_against_registry(tmp_path: Path, topic: str, text: str) -> Any:
+    """``deimos schemas check --against-registry`` in a process of its own, as CI runs it;
+    ``.output`` is its stdout and stderr, ``.exit_code`` its status."""
+    root = _avsc(tmp_path / uuid.uuid4().hex[:6], text)
+    config = tmp_path / f"{uuid.uuid4().hex[:6]}.toml"
+    config.write_text(f"""
+[schema]
+backend = "avro_schema_registry"
+registry_url = "{URL}"
+path = "{root}"
+
+[[producers.topics]]
+topic = "{topic}"
+schema = "Order"
+namespace = "com.shop"
+key_config = "plain"
+""")
+    done = subprocess.run([sys.executable, "-m", "deimos", "--config", str(config), "schemas",
+                           "check", "--against-registry"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    done.output = done.stdout + done.stderr  # type: ignore[attr-defined]
+    done.exit_code = done.returncode  # type: ignore[attr-defined]
+    return done
+
+
+def test_schemas_check_against_the_registry_follows_its_compatibility_rules(
+        tmp_path: Path) -> None:
+    topic = _topic()
+    subject = f"{topic}-value"
+    new = _check_against_registry(tmp_path, topic, ORDER_AVSC)
+    assert new.exit_code == 0 and f"new subject  {subject}" in new.output, new.output
+    _client().register_schema(subject, Schema(ORDER_AVSC, "AVRO"))
+    ok = _check_against_registry(tmp_path, topic, ORDER_AVSC_V2)
+    assert ok.exit_code == 0 and f"compatible  {subject}" in ok.output, ok.output
+    bad = _check_against_registry(tmp_path, topic, ORDER_AVSC_BAD)
+    assert bad.exit_code == 1 and f"incompatible  {subject}" in bad.output, bad.output
+    _client().set_compatibility(subject, "NONE")
+    assert _check_against_registry(tmp_path, topic, ORDER_AVSC_BAD).exit_code == 0
+    assert _client().get_versions(subject) == [1]  # checking registers nothing
 
 SHIPMENT_PROTO = """syntax = "proto3";
 package shop;

@@ -183,9 +183,18 @@ def schemas_generate(ctx: click.Context, schema_path: str | None, output: str | 
 @schemas_group.command("check")
 @click.option("--schema-path", default=None, help="default: schema.path")
 @click.option("--output", default=None, help="default: schema.generated_class_path")
+@click.option("--against-registry", is_flag=True,
+              help="instead: check every producer's and consumer's schema against the "
+              "registry's latest version of its subject, under the subject's compatibility "
+              "level")
 @click.pass_context
-def schemas_check(ctx: click.Context, schema_path: str | None, output: str | None) -> None:
-    """Exit 1 when the generated classes differ from what the schemas generate (for CI)."""
+def schemas_check(ctx: click.Context, schema_path: str | None, output: str | None,
+                  against_registry: bool) -> None:
+    """Exit 1 when the generated classes differ from what the schemas generate, or (with
+    ``--against-registry``) when a local schema is not compatible with its subject (for CI)."""
+    if against_registry:
+        _check_registry(ctx)
+        return
     from deimos.schema_classes import generate, stale
 
     src, out = _paths(ctx, schema_path, output)
@@ -196,3 +205,31 @@ def schemas_check(ctx: click.Context, schema_path: str | None, output: str | Non
         click.echo("schema classes are stale: run `deimos schemas generate`", err=True)
         sys.exit(1)
     click.echo(f"schema classes in {out} are up to date")
+
+
+def _check_registry(ctx: click.Context) -> None:
+    from deimos.cli import start_app
+    from deimos.errors import DeimosError
+    from deimos.runtime import get_runtime
+    from deimos.schema.compatibility import check_registry
+
+    load_settings(ctx)
+    start_app(ctx)  # the application's producer classes are defined by its imports
+    try:
+        checks = check_registry(get_runtime())
+    except DeimosError as exc:
+        click.echo(f"deimos schemas check: {exc}", err=True)
+        sys.exit(2)
+    for c in checks:
+        where = f"{c.subject} ({c.owner}, topic {c.topic})" if c.subject else \
+            f"{c.owner}, topic {c.topic}"
+        click.echo(f"{c.status:>12}  {where}: {c.detail}", err=c.failed)
+    bad = [c for c in checks if c.status == "incompatible"]
+    errors = [c for c in checks if c.status == "error"]
+    if bad:
+        click.echo(f"{len(bad)} schema(s) not compatible with the registry", err=True)
+        sys.exit(1)
+    if errors:
+        click.echo(f"{len(errors)} schema(s) could not be checked", err=True)
+        sys.exit(2)
+    click.echo(f"{len(checks)} subject(s) checked, none incompatible")

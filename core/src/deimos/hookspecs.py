@@ -13,7 +13,8 @@ tracing provider            ``deimos.tracing``            ``deimos_tracing_*``
 ==========================  ============================  =======================================
 
 Every kind may also implement the general hooks (``deimos_configure``,
-``deimos_settings_sections``, ``deimos_cli_commands``).
+``deimos_settings_sections``, ``deimos_cli_commands``, ``deimos_http_routes``,
+``deimos_event``, ``deimos_registry_compatibility``).
 
 Producer and schema backends are *selected*: only the plugin that configuration names is
 called. Metrics and tracing *fan out*: every enabled provider is called. deimos resolves the
@@ -98,6 +99,25 @@ def deimos_event(name: str, payload: Mapping[str, Any]) -> None:
     :param payload: the event's values; read them, do not keep or change them.
     :returns: nothing. With no implementation deimos builds no payload; an exception is
         logged and does not reach the code that emitted the event.
+    """
+
+
+@hookspec
+def deimos_registry_compatibility(schema_type: str, reader: str, writer: str
+                                  ) -> list[str] | None:
+    """Whether data written with schema ``writer`` can be read with schema ``reader``, for
+    the development registry's ``POST /compatibility/...`` (a real registry checks by
+    itself).
+
+    Called on every installed plugin until one knows ``schema_type`` (``AVRO``,
+    ``PROTOBUF``, ``JSON``); the registry applies the subject's compatibility level
+    (``BACKWARD`` asks with the new schema as reader, ``FORWARD`` as writer, ``FULL`` both,
+    ``*_TRANSITIVE`` against every version).
+
+    :param reader: the reading schema's text as registered.
+    :param writer: the writing schema's text as registered.
+    :returns: ``None`` when this plugin does not check ``schema_type``, else the
+        incompatibilities found (empty: compatible).
     """
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +308,20 @@ def deimos_schema_mock(context: SchemaContext) -> str:
         ``avro_validation`` for ``avro_schema_registry``); the stand-in still validates.
     """
 
+
+
+@hookspec
+def deimos_schema_registry_schemas(context: SchemaContext) -> list[tuple[str, Any]]:
+    """Optional: the schemas this backend would register for ``context``, as ``(subject,
+    confluent_kafka.schema_registry.Schema)`` pairs (the value's, and the key's for
+    ``field``/``schema`` key configs), without registering them.
+
+    ``deimos schemas check --against-registry`` asks the registry whether each is compatible
+    with the subject's latest version under the subject's compatibility level, so a CI job
+    catches an incompatible schema change before a producer is deployed with it.
+
+    :returns: the pairs; an empty list when the backend uses no registry.
+    """
 
 # --------------------------------------------------------------------------------------------
 # Metrics providers (group ``deimos.metrics``)

@@ -14,12 +14,16 @@ error codes of Confluent's Schema Registry API reference:
 - versions per subject; registering a schema a subject already has returns its id and adds
   no version; ``POST /subjects/{subject}`` looks a schema up;
 - 404 bodies ``{"error_code": 40401|40402|40403, "message": ...}``.
+- ``POST /compatibility/subjects/{subject}/versions[/{version}]`` answers
+  ``{"is_compatible": ...}`` (and ``messages`` with ``?verbose=true``) under the subject's
+  level (``PUT /config[/{subject}]``, default ``BACKWARD``), the check made by the schema
+  plugin that implements ``deimos_registry_compatibility`` (Avro: Apache Avro's checker).
 
-What it does not do: compatibility checks (``PUT /config`` is stored and answered, never
-enforced), normalization (``?normalize=true`` is accepted and ignored; schemas compare as
-text, the strictest case), Protobuf text forms (a schema comes back as it was registered, which
-is the serialized form both deimos and confluent-kafka register), contexts, modes, exporters.
-It is for development machines; production uses a real registry.
+What it does not do: enforce compatibility when a schema is registered (a real registry answers
+409; here the check is only on request), normalization (``?normalize=true`` is accepted and
+ignored; schemas compare as text, the strictest case), Protobuf text forms (a schema comes back
+as it was registered, which is the serialized form both deimos and confluent-kafka register),
+contexts, modes, exporters. It is for development machines; production uses a real registry.
 """
 
 from __future__ import annotations
@@ -163,6 +167,10 @@ class RegistryStore:
                     return self._version(data, subject, parts[3])
                 if method == "DELETE":
                     return self._delete_version(data, subject, parts[3])
+        elif parts[0] == "compatibility" and method == "POST":
+            if n in (4, 5) and parts[1] == "subjects" and parts[3] == "versions":
+                return self._compatibility(data, parts[2], parts[4] if n == 5 else None,
+                                           body or {}, q)
         elif parts[0] == "config":
             key = parts[1] if n > 1 else ""
             if method == "GET":
@@ -265,6 +273,53 @@ class RegistryStore:
                 return 200, self._registered(data, subject, v)
         return _error(404, 40402, f"Version {which} not found.")
 
+    def _compatibility(self, data: dict[str, Any], subject: str, which: str | None,
+                       body: Mapping[str, Any], q: Mapping[str, str]) -> Answer:
+        """``POST /compatibility/subjects/{s}/versions[/{v}]``: the candidate against one
+        version, or (no version) against what registering it would be checked against, in
+        the direction the subject's level says; the check itself is the schema plugin's."""
+        if not isinstance(body.get("schema"), str):
+            return _error(422, 42201, "Either the input schema or one its references is "
+                                      "invalid: no schema string")
+        live = self._live(data, subject)
+        if which is None:
+            level = self._level(data, subject)
+            against = (live or []) if level.endswith("_TRANSITIVE") else (live or [])[-1:]
+        else:
+            answer = self._version(data, subject, which)
+            if answer[0] != 200:
+                return answer
+            against = [v for v in live or [] if v["id"] == answer[1]["id"]][-1:]
+        level = self._level(data, subject)
+        schema_type = body.get("schemaType") or "AVRO"
+        problems: list[str] = []
+        for v in against:
+            old = data["schemas"][str(v["id"])]
+            if (old.get("schemaType") or "AVRO") != schema_type:
+                problems.append(f"version {v['version']} is {old.get('schemaType') or 'AVRO'}"
+                                f", the candidate {schema_type}")
+                continue
+            pairs = []  # (what is checked, reader, writer)
+            if level.startswith(("BACKWARD", "FULL")):
+                pairs.append(("the new schema reading", body["schema"], old["schema"]))
+            if level.startswith(("FORWARD", "FULL")):
+                pairs.append(("reading the new schema with", old["schema"], body["schema"]))
+            for role, reader, writer in pairs:
+                found = check_compatibility(schema_type, reader, writer)
+                if found is None:
+                    return _error(422, 42201, f"the development registry cannot check "
+                                              f"{schema_type} schemas: no installed plugin "
+                                              "implements deimos_registry_compatibility")
+                problems += [f"{role} version {v['version']}: {p}" for p in found]
+        out: dict[str, Any] = {"is_compatible": not problems}
+        if str(q.get("verbose", "false")).lower() == "true":
+            out["messages"] = problems
+        return 200, out
+
+    @staticmethod
+    def _level(data: dict[str, Any], subject: str) -> str:
+        return str(data["config"].get(subject) or data["config"].get("") or "BACKWARD").upper()
+
     def _delete_subject(self, data: dict[str, Any], subject: str) -> Answer:
         live = self._live(data, subject)
         if live is None:
@@ -283,6 +338,18 @@ class RegistryStore:
             return _error(404, 40402, f"Version {which} not found.")
         target["deleted"] = True
         return 200, target["version"]
+
+
+def check_compatibility(schema_type: str, reader: str, writer: str) -> list[str] | None:
+    """The first installed plugin's answer to ``deimos_registry_compatibility`` (``None``:
+    none checks ``schema_type``)."""
+    from deimos.plugins import call_all, get_registry
+
+    for answer in call_all(get_registry().all(), "deimos_registry_compatibility",
+                           schema_type, reader, writer):
+        if answer is not None:
+            return list(answer)
+    return None
 
 
 class _Session:

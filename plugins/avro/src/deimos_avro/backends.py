@@ -24,6 +24,7 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from confluent_kafka.schema_registry import Schema
 from fastavro import json_reader, json_writer, schemaless_reader, schemaless_writer
 
 from deimos.errors import CoercionError, DecodeError, SchemaValidationError
@@ -128,6 +129,15 @@ class AvroBackend:
     @hookimpl
     def deimos_settings_sections(self) -> Mapping[str, type[AvroSettings]]:
         return {"avro": AvroSettings}
+
+    @hookimpl
+    def deimos_registry_compatibility(self, schema_type: str, reader: str, writer: str
+                                      ) -> list[str] | None:
+        if schema_type.upper() != "AVRO":
+            return None
+        from .compatibility import incompatibilities
+
+        return incompatibilities(reader, writer)
 
     # -- values ------------------------------------------------------------------------------
 
@@ -315,6 +325,18 @@ class AvroSchemaRegistryBackend(AvroBackend):
 
     def _frame(self, context: SchemaContext, codec: Codec) -> bytes | None:
         return self._header(context, codec)
+
+    @hookimpl
+    def deimos_schema_registry_schemas(self, context: SchemaContext
+                                       ) -> list[tuple[str, Schema]]:
+        options = _avro_settings(context)
+        state = _state(context)
+        codecs = [state.value()]
+        if context.key_config.kind in ("field", "schema"):
+            codecs.append(state.key())
+        return [(subject_name(options.subject_name_strategy, context.topic, c.role,
+                              c.schema.full_name), Schema(c.schema.text, "AVRO"))
+                for c in codecs if c is not None]
 
     def _writer(self, context: SchemaContext, codec: Codec | None, sid: int
                 ) -> tuple[Any, Any]:
