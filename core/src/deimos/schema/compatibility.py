@@ -11,13 +11,12 @@ which ``(subject, schema)`` pairs they would register (``deimos_schema_registry_
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deimos.config import KeyConfig
 from deimos.errors import DeimosError
 from deimos.runtime import Runtime, SchemaBackend
+from deimos.schema.owners import schema_owners
 from deimos.schema.registry import registry_client, registry_failure, safe_url
 
 
@@ -39,43 +38,6 @@ class Check:
         return self.status in ("incompatible", "error")
 
 
-def _bindings(runtime: Runtime) -> list[tuple[str, str, Callable[[], SchemaBackend]]]:
-    """``(owner, topic, the schema backend bound to it)`` for every configured or imported
-    producer and every configured consumer with a schema; the binding is made when called,
-    so one producer's missing schema is its own error line."""
-    from deimos.consumer.settings import consumer_settings_for
-    from deimos.producer import Producer, producer_for
-
-    out: list[tuple[str, str, Callable[[], SchemaBackend]]] = []
-    seen: set[type] = set()
-    for i, ts in enumerate(runtime.settings.producers.topics):
-        made = producer_for(ts.topic)
-        seen.add(made)
-        if ts.schema_name:
-            out.append((f"producers.topics.{i}", ts.topic,
-                        lambda made=made: made._pipeline().schema))
-    todo = list(Producer.__subclasses__())
-    while todo:
-        cls = todo.pop(0)
-        todo.extend(cls.__subclasses__())
-        if cls not in seen and getattr(cls, "topic", None) and getattr(cls, "schema", None):
-            seen.add(cls)
-            out.append((f"producer {cls.__module__}.{cls.__qualname__}", str(cls.topic),
-                        lambda cls=cls: cls._pipeline().schema))
-    prefix = runtime.settings.producers.topic_prefix
-    for _, cs in consumer_settings_for(runtime):
-        if not cs.schema_name:
-            continue
-        for topic in cs.topics:
-            def bind(topic: str = topic, cs: Any = cs) -> SchemaBackend:
-                return runtime.schema_backend(
-                    topic=prefix + topic, schema=cs.schema_name, namespace=cs.namespace,
-                    key_config=cs.key_config or KeyConfig(kind="none"), own=cs,
-                    where=f"consumer {cs.name}")
-            out.append((f"consumer {cs.name}", topic, bind))
-    return out
-
-
 def _error_code(exc: BaseException) -> int | None:
     code = getattr(exc, "error_code", None)
     return code if isinstance(code, int) else None
@@ -95,7 +57,7 @@ def check_registry(runtime: Runtime) -> list[Check]:
     against the subject's latest registered version, in the subject's compatibility level."""
     pairs: dict[tuple[str, str, str], tuple[list[str], str, Any, SchemaBackend]] = {}
     unchecked: list[Check] = []
-    for owner, topic, bind in _bindings(runtime):
+    for owner, topic, bind in schema_owners(runtime):
         try:
             sb = bind()
             forms = runtime.registry.caller("schema_backend", sb.name,
