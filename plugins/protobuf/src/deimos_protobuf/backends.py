@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import click
 from confluent_kafka.schema_registry import Schema, SchemaReference
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 from google.protobuf.message import DecodeError as ProtoDecodeError
@@ -135,6 +136,12 @@ class ProtoBackend:
     @hookimpl
     def deimos_settings_sections(self) -> Mapping[str, type[ProtobufSettings]]:
         return {"protobuf": ProtobufSettings}
+
+    @hookimpl
+    def deimos_cli_commands(self) -> Sequence[click.Command]:
+        from .cli import protobuf_group
+
+        return [protobuf_group]
 
     # -- values ------------------------------------------------------------------------------
 

@@ -197,10 +197,23 @@ def key_descriptor(value: Descriptor, path: str) -> Descriptor:
             msg = fdp.message_type.add(name=key_name)
             field = msg.field.add(name=fd.name, number=1, type=fd.type,
                                   label=FieldDescriptor.LABEL_OPTIONAL)
+            if fd.json_name:
+                # as protoc writes it: the file `deimos protobuf key-protos` writes then
+                # compiles to this very descriptor (and registers the same schema)
+                field.json_name = fd.json_name
             if ref is not None:
                 field.type_name = "." + ref.full_name
             pool.Add(fdp)
-    return pool.FindMessageTypeByName(f"{package}.{key_name}" if package else key_name)
+    key = pool.FindMessageTypeByName(f"{package}.{key_name}" if package else key_name)
+    fields = [(f.name, f.type) for f in key.fields]
+    if fields != [(fd.name, fd.type)]:
+        # one key message per value type: a second key field cannot have the same name
+        held = ", ".join(name for name, _ in fields) or "no field"
+        raise SchemaError(f"key_config field {path!r} of {value.full_name}: its key message "
+                          f"{key.full_name} ({file_name}) already holds {held}; every "
+                          f"producer and consumer of {value.full_name} with a field key "
+                          "must key by the same field (or use key_config schema)")
+    return key
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ class ProtobufSettings(RegistrySerdeSettings):
     decode_as: Literal["dict", "message"] = Field(
         "dict", description="consumers get dicts (field name -> Python value) or the "
         "generated message objects")
+    key_proto_path: str | None = Field(
+        None, description="where `deimos protobuf key-protos` writes the generated key "
+        "messages (Ruby's schema.proto_schema_key_path); unset: schema.path")
     compile_proto_files: bool = Field(
         True, description="compile .proto files under schema.path at load time when "
         "grpcio-tools is installed (deimos-protobuf[compile])")
