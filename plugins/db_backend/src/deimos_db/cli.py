@@ -51,6 +51,60 @@ def init(ctx: click.Context, url: str | None) -> None:
     click.echo(f"deimos-db tables ready in {engine.url.render_as_string()}")
 
 
+@db_group.command("model")
+@click.argument("schema")
+@click.option("--namespace", default=None, help="the schema's namespace/package, when SCHEMA "
+              "is not a full name")
+@click.option("--table", default=None, help="table name (default: the schema's name in "
+              "snake case, plural)")
+@click.option("--class-name", default=None, help="model class (default: the schema's name)")
+@click.option("--primary-key", default=None, help="field to key by (default: id, if any)")
+@click.option("--base", default=None, help="'package.module:Base' to import the declarative "
+              "base from (default: the module declares one)")
+@click.option("--schema-backend", default=None, help="default: schema.backend")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="file to write (default: print)")
+@click.pass_context
+def model(ctx: click.Context, schema: str, namespace: str | None, table: str | None,
+          class_name: str | None, primary_key: str | None, base: str | None,
+          schema_backend: str | None, output: str | None) -> None:
+    """Write an SQLAlchemy model for SCHEMA's fields, for a record consumer's table (then
+    `alembic revision --autogenerate` for the migration)."""
+    import re
+
+    from deimos.config import KeyConfig
+    from deimos.errors import DeimosError
+    from deimos.runtime import get_runtime
+
+    from .modelgen import model_source
+
+    _settings(ctx)
+    short = schema.rsplit(".", 1)[-1]
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", short).lower()
+    try:
+        sb = get_runtime().schema_backend(topic="", schema=schema, namespace=namespace,
+                                          key_config=KeyConfig(kind="none"),
+                                          backend=schema_backend)
+        if sb.fields is None:
+            raise DeimosError(f"schema backend {sb.name} does not describe its fields")
+        fields = sb.fields(sb.context)
+        if not fields:
+            raise DeimosError(f"schema {sb.context.full_name} has no fields (is it a record?)")
+        text = model_source(fields, schema=sb.context.full_name or schema,
+                            table=table or (snake if snake.endswith("s") else snake + "s"),
+                            class_name=class_name or short, primary_key=primary_key,
+                            base=base)
+    except (DeimosError, ValueError) as exc:
+        click.echo(f"deimos db model: {exc}", err=True)
+        sys.exit(2)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
+    click.echo(f"wrote {output}")
+
+
 @click.command("db-producer")
 @click.option("--workers", "-w", type=int, default=None,
               help="worker threads (default: db.producer.workers)")
