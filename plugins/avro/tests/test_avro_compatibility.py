@@ -170,8 +170,12 @@ def test_check_fails_on_an_incompatible_producer_schema(tmp_path: Path,
     assert "not BACKWARD compatible with version 1" in result.out
     # the generated key subject is new: nothing to be compatible with
     assert "new subject  widgets-key" in result.out
-    assert any(r[0] == "POST" and r[1].startswith("/compatibility/subjects/widgets-value")
-               for r in server.requests)
+    asked = [r[1] for r in server.requests if r[0] == "POST"]
+    assert "/compatibility/subjects/widgets-value/versions/1" in asked
+    # a new subject is told by its versions (GET 40401), never by the compatibility check:
+    # servers disagree there (40401 in the API reference, is_compatible true on current
+    # Confluent, 40402 on Karapace 3.15.0)
+    assert not [p for p in asked if p.startswith("/compatibility/subjects/widgets-key")]
 
 
 def test_check_passes_once_the_schema_evolves_compatibly(tmp_path: Path,
