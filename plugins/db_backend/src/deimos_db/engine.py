@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from deimos.errors import DeimosError
 from deimos.message import Headers, Message
@@ -132,6 +133,21 @@ def transaction(bind: Any) -> Iterator[Any]:
         yield bind
     finally:
         _current.reset(token)
+
+
+def session() -> Session:
+    """The ``Session`` of the transaction the current handler runs in: a consumer's with
+    ``inbox = true`` (or a record consumer's per-message transaction), or the one you gave
+    :func:`transaction`. Write through it, and ``publish`` through the ``db`` backend, and
+    everything commits with the inbox row, or nothing does."""
+    bind = _current.get()
+    if isinstance(bind, Session):
+        return bind
+    raise DeimosError(
+        "deimos_db.session() outside a transaction with a Session: call it from the handler "
+        "of a consumer with inbox = true, or inside deimos_db.transaction(session)"
+        + ("" if bind is None else f" (this one is bound to a {type(bind).__name__}; "
+           "use deimos_db.current_bind())"))
 
 
 def current_bind() -> Bind | None:
