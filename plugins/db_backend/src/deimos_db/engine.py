@@ -150,6 +150,20 @@ def session() -> Session:
            "use deimos_db.current_bind())"))
 
 
+def begin_now(conn: sa.Connection) -> None:
+    """Start ``conn``'s database transaction now on SQLite (elsewhere: nothing to do).
+
+    pysqlite sends ``BEGIN`` only before the first INSERT/UPDATE/DELETE, so a ``SAVEPOINT``
+    issued before any of them opens a transaction of its own, which its ``RELEASE`` commits:
+    a row-by-row pass in savepoints, or a handler's ``begin_nested()``, would commit piece by
+    piece instead of with the rest of the transaction."""
+    if conn.dialect.name != "sqlite":
+        return
+    dbapi: Any = conn.connection.dbapi_connection
+    if dbapi is not None and not dbapi.in_transaction:
+        conn.exec_driver_sql("BEGIN")
+
+
 def current_bind() -> Bind | None:
     """The session or connection set by :func:`transaction`, if any."""
     return _current.get()

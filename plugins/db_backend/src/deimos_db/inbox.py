@@ -29,7 +29,7 @@ from deimos.errors import ConfigError
 from deimos.runtime import get_runtime
 
 from .deadlock import DEFAULT_BACKOFF, DEFAULT_RETRIES, retry_transaction
-from .engine import get_engine, transaction, utcnow
+from .engine import begin_now, get_engine, transaction, utcnow
 from .models import deimos_inbox
 from .settings import DbSettings
 
@@ -132,6 +132,7 @@ class DbInbox:
             def attempt() -> bool:
                 with Session(self.engine) as session, session.begin(), transaction(session):
                     conn = session.connection()
+                    begin_now(conn)  # a handler's savepoints stay inside it on SQLite
                     if applied(conn, name, topic, partition, [offset]):
                         return False
                     consume(payload, metadata)
@@ -159,6 +160,7 @@ class DbInbox:
             def attempt() -> list[int]:
                 with Session(self.engine) as session, session.begin(), transaction(session):
                     conn = session.connection()
+                    begin_now(conn)  # a handler's savepoints stay inside it on SQLite
                     done = applied(conn, name, topic, partition, offsets)
                     keep = [i for i, o in enumerate(offsets) if o not in done]
                     if not keep:

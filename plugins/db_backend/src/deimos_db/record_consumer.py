@@ -56,7 +56,7 @@ from deimos.runtime import get_runtime
 
 from .associations import Writer, associations_of
 from .deadlock import describe, is_disconnect, is_retryable, retry_transaction
-from .engine import get_engine, transaction
+from .engine import begin_now, get_engine, transaction
 from .inbox import applied, inbox_name, prune_inbox, record
 from .records import (
     Stamps,
@@ -484,6 +484,7 @@ class RecordConsumer(BatchConsumer):
                     offsets: list[int]) -> tuple[list[FailedMessage], list[RecordMessage]]:
         failures: list[FailedMessage] = []
         with self.engine.begin() as conn, transaction(conn):
+            begin_now(conn)  # the savepoints below stay inside this transaction
             skip = self._applied(conn, md, offsets) if self.inbox else set()
             upserted: list[RecordMessage] = []
             deleted: list[RecordMessage] = []
