@@ -239,3 +239,10 @@ def test_inbox_from_consumer_settings_and_the_errors_that_name_the_fix(setup):
         _processor(Async)
     with pytest.raises(DeimosError, match="outside a transaction"):
         deimos_db.session()
+
+
+def test_an_inbox_consumer_warns_when_publishes_would_bypass_the_transaction(setup, caplog):
+    deimos.configure(producers={"backend": "test"},
+                     db={"url": setup.url.render_as_string(hide_password=False)})
+    _processor(Effects)
+    assert "producers.backend is 'test'" in caplog.text

@@ -37,6 +37,9 @@ log = logging.getLogger("deimos_db.inbox")
 
 _I = deimos_inbox.c
 
+#: the producer backends that write into the caller's transaction (this plugin's)
+OUTBOX_BACKENDS = frozenset({"db", "outbox"})
+
 
 def applied(conn: sa.Connection, consumer: str, topic: str, partition: int,
             offsets: Sequence[int]) -> set[int]:
@@ -109,6 +112,13 @@ class DbInbox:
         self.backoff = float(getattr(handler, "deadlock_backoff", DEFAULT_BACKOFF))
         self._url: str | None = getattr(handler, "database_url", None)
         self._engine: sa.Engine | None = None
+        backend = get_settings().producers.backend
+        if backend not in OUTBOX_BACKENDS:
+            log.warning(
+                "%s has inbox = true but producers.backend is %r: what its handler publishes "
+                "is sent at once, outside the message's transaction (again when the handler "
+                "is retried); publish through the db backend for exactly-once messages",
+                self.label, backend)
 
     @property
     def engine(self) -> sa.Engine:
