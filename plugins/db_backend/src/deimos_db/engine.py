@@ -89,6 +89,15 @@ def get_engine(url: str, options: dict[str, Any] | None = None) -> sa.Engine:
     return engine
 
 
+def database_engine(url: str | None = None) -> sa.Engine:
+    """The engine of ``url`` (a consumer's ``database_url``), else of ``db.url``, with
+    ``db.engine_options``: where a consumer's transactions run."""
+    from deimos.config import get_settings
+
+    db = get_settings().section("db")
+    return get_engine(url or db.url, db.engine_options)
+
+
 def dispose_engines() -> None:
     """Close every pooled connection (tests, reconfiguration)."""
     with _engines_lock:

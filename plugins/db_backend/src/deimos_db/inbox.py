@@ -29,9 +29,8 @@ from deimos.errors import ConfigError
 from deimos.runtime import get_runtime
 
 from .deadlock import DEFAULT_BACKOFF, DEFAULT_RETRIES, retry_transaction
-from .engine import begin_now, get_engine, transaction, utcnow
+from .engine import begin_now, database_engine, transaction, utcnow
 from .models import deimos_inbox
-from .settings import DbSettings
 
 log = logging.getLogger("deimos_db.inbox")
 
@@ -123,8 +122,7 @@ class DbInbox:
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            db: DbSettings = get_settings().section("db")
-            self._engine = get_engine(self._url or db.url, db.engine_options)
+            self._engine = database_engine(self._url)
         return self._engine
 
     def _committed(self, topic: str, partition: int, offsets: list[int]) -> None:

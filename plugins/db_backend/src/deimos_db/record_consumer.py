@@ -48,7 +48,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from deimos import events
-from deimos.config import get_settings
 from deimos.consumer import BatchConsumer, BatchError, BatchMetadata
 from deimos.errors import TransientError
 from deimos.producer import _to_dict
@@ -56,7 +55,7 @@ from deimos.runtime import get_runtime
 
 from .associations import Writer, associations_of
 from .deadlock import describe, is_disconnect, is_retryable, retry_transaction
-from .engine import begin_now, get_engine, transaction
+from .engine import begin_now, database_engine, transaction
 from .inbox import applied, inbox_name, prune_inbox, record
 from .records import (
     Stamps,
@@ -67,7 +66,6 @@ from .records import (
     table_of,
     truncate_strings,
 )
-from .settings import DbSettings
 from .upserts import Statements, execute_upserts
 
 log = logging.getLogger("deimos_db.record_consumer")
@@ -199,8 +197,7 @@ class RecordConsumer(BatchConsumer):
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            db: DbSettings = get_settings().section("db")
-            self._engine = get_engine(self.database_url or db.url, db.engine_options)
+            self._engine = database_engine(self.database_url)
         return self._engine
 
     # -- hooks (both modes) -----------------------------------------------------------------
