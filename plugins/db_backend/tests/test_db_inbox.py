@@ -246,3 +246,14 @@ def test_an_inbox_consumer_warns_when_publishes_would_bypass_the_transaction(set
                      db={"url": setup.url.render_as_string(hide_password=False)})
     _processor(Effects)
     assert "producers.backend is 'test'" in caplog.text
+
+
+def test_test_mode_runs_the_inbox_transaction_and_sends_publishes_to_the_test_backend(setup):
+    from deimos.testing import consume_message, sent_messages, test_mode
+
+    with test_mode():
+        consume_message(Effects, "t0")
+        assert [m.payload for m in sent_messages("inbox.out")] == ["t0"]
+    assert _column(setup, effects.c.value) == ["t0"]
+    assert count_rows(setup) == 0  # the test backend, not the outbox
+    assert count_rows(setup, "deimos_inbox") == 1
