@@ -161,6 +161,7 @@ config = {{ {timeouts} }}
     got = sorted(int(m.value()) for m in relayed)
     assert len(got) == N, len(got)
     assert got == list(range(N))
-    print(f"INBOX-FAULT {consumer} {db.dialect.name}: killed at {KILL_AT}, committed "
+    kind = "mariadb" if db.dialect.name == "mysql" else db.dialect.name
+    print(f"INBOX-FAULT {consumer} {kind}: killed at {KILL_AT}, committed "
           f"{committed}, inbox at kill {len(at_kill)}, absorbed {absorbed}, effects "
           f"{len(values)}, relayed {len(got)}")
