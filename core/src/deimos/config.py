@@ -433,6 +433,11 @@ class ConsumerSettings(OwnSchemaSettings):
         1024, ge=16, description="longest deimos-error-message header of a dead letter "
         "(bytes; SQL errors never carry their bound parameters)")
     use_schema_classes: bool | None = None
+    inbox: bool = Field(
+        False, description="database exactly-once: each message (each batch of a batch "
+        "consumer) handled in one database transaction with its inbox row, the handler's own "
+        "writes and the outbox rows of its publishes; redelivered messages skipped (needs a "
+        "plugin that keeps an inbox, such as deimos-db; docs/exactly-once.md)")
     disabled: bool = False
     config: PassThrough = Field(default_factory=dict, description="librdkafka consumer props")
 

@@ -21,6 +21,11 @@ implement it); applications with :func:`subscribe`. The events:
 ``deimos.batch_consumption.initial_failure``   a bulk write failed and is written again row by
                                                row: ``consumer``, ``topic``, ``partition``,
                                                ``operation``, ``count``, ``error``
+``deimos.inbox.committed``                     a consumer with ``inbox = true`` committed the
+                                               database transaction of a message or batch,
+                                               before its Kafka offset commit: ``consumer``
+                                               (its inbox name), ``topic``, ``partition``,
+                                               ``offsets``
 =============================================  =============================================
 
 Nobody subscribed, nothing is done: an emitting place asks for its event's emitter once (a
@@ -48,8 +53,9 @@ OUTBOX_PRODUCE = "deimos.outbox.produce"
 VALID_RECORDS = "deimos.batch_consumption.valid_records"
 INVALID_RECORDS = "deimos.batch_consumption.invalid_records"
 INITIAL_FAILURE = "deimos.batch_consumption.initial_failure"
+INBOX_COMMITTED = "deimos.inbox.committed"
 EVENTS = frozenset({ENCODE_MESSAGE, OUTBOX_PRODUCE, VALID_RECORDS, INVALID_RECORDS,
-                    INITIAL_FAILURE})
+                    INITIAL_FAILURE, INBOX_COMMITTED})
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]
 Emitter = Callable[[Mapping[str, Any]], None]

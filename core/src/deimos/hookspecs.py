@@ -14,7 +14,7 @@ tracing provider            ``deimos.tracing``            ``deimos_tracing_*``
 
 Every kind may also implement the general hooks (``deimos_configure``,
 ``deimos_settings_sections``, ``deimos_cli_commands``, ``deimos_http_routes``,
-``deimos_event``, ``deimos_registry_compatibility``).
+``deimos_event``, ``deimos_registry_compatibility``, ``deimos_consumer_inbox``).
 
 Producer and schema backends are *selected*: only the plugin that configuration names is
 called. Metrics and tracing *fan out*: every enabled provider is called. deimos resolves the
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     import click
     from pydantic import BaseModel
 
-    from deimos.config import Settings
+    from deimos.config import ConsumerSettings, Settings
+    from deimos.consumer.inbox import ConsumerInbox
     from deimos.message import Message, ProduceContext
     from deimos.schema.base import SchemaContext, SchemaField
 
@@ -94,8 +95,8 @@ def deimos_event(name: str, payload: Mapping[str, Any]) -> None:
     implement it.
 
     :param name: ``deimos.encode_message``, ``deimos.outbox.produce``,
-        ``deimos.batch_consumption.valid_records``, ``invalid_records`` or
-        ``initial_failure`` (see :mod:`deimos.events`).
+        ``deimos.batch_consumption.valid_records``, ``invalid_records``,
+        ``initial_failure`` or ``deimos.inbox.committed`` (see :mod:`deimos.events`).
     :param payload: the event's values; read them, do not keep or change them.
     :returns: nothing. With no implementation deimos builds no payload; an exception is
         logged and does not reach the code that emitted the event.
@@ -119,6 +120,20 @@ def deimos_registry_compatibility(schema_type: str, reader: str, writer: str
     :returns: ``None`` when this plugin does not check ``schema_type``, else the
         incompatibilities found (empty: compatible).
     """
+
+
+@hookspec
+def deimos_consumer_inbox(handler: Any, settings: ConsumerSettings) -> ConsumerInbox | None:
+    """Called once per consumer built with ``inbox = true``, on every installed plugin.
+
+    :param handler: the consumer instance (a ``Consumer`` or ``BatchConsumer``).
+    :param settings: its resolved consumer settings.
+    :returns: a :class:`deimos.consumer.inbox.ConsumerInbox` that wraps the handler's calls
+        (each in one transaction that records the message and skips redelivered ones), or
+        None when this plugin keeps no inbox. Exactly one installed plugin may answer; with
+        none, the consumer fails to start with a :class:`deimos.errors.ConfigError`.
+    """
+
 
 # --------------------------------------------------------------------------------------------
 # Producer backends (group ``deimos.producer_backends``)

@@ -39,7 +39,8 @@ _KIND_HOOKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tracing": ("deimos_tracing_", ("deimos_tracing_start", "deimos_tracing_finish")),
 }
 _GENERAL_HOOKS = ("deimos_configure", "deimos_settings_sections", "deimos_cli_commands",
-                  "deimos_http_routes", "deimos_event", "deimos_registry_compatibility")
+                  "deimos_http_routes", "deimos_event", "deimos_registry_compatibility",
+                  "deimos_consumer_inbox")
 
 _LABELS = {
     "producer_backend": "producer backend",

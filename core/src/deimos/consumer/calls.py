@@ -36,6 +36,10 @@ class HandlerCalls:
     max_concurrency: int
     group: str
     _pool: ThreadPoolExecutor | None
+    #: the handler's ``consume``/``consume_batch`` as called (an inbox's wrappers, or the
+    #: handler's own methods)
+    _consume: Any
+    _consume_batch_fn: Any
 
     def _await(self, coro: Coroutine[Any, Any, Any]) -> Any:
         assert self.handlers is not None
@@ -50,7 +54,7 @@ class HandlerCalls:
         if self.max_concurrency > 1 and stop - start > 1:
             return self._run_concurrently(msgs, payloads, keys, start, stop, topic, partition,
                                           tags)
-        consume = self.handler.consume  # type: ignore[attr-defined]
+        consume = self._consume
         if self.handlers is not None:
             if tel.tracing_enabled or tel.metrics_enabled:
                 return self._await(self._run_in_order(
@@ -118,7 +122,7 @@ class HandlerCalls:
         """``call(i)``: the handler for message ``i`` with its span and timing (a coroutine
         function for an asyncio handler: the span is entered inside the coroutine, in the
         task's context, wherever its event loop runs)."""
-        consume = self.handler.consume  # type: ignore[attr-defined]
+        consume = self._consume
         tel = self.telemetry
         group = self.group
         traced = tel.tracing_enabled
@@ -169,17 +173,17 @@ class HandlerCalls:
             self._await(self._aconsume_batch(payloads, md, span))
         elif span is not None:
             with self.telemetry.span(*span):
-                self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+                self._consume_batch_fn(payloads, md)
         else:
-            self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+            self._consume_batch_fn(payloads, md)
 
     async def _aconsume_batch(self, payloads: list[Any], md: BatchMetadata,
                               span: tuple[Any, ...] | None) -> None:
         if span is not None:
             with self.telemetry.span(*span):
-                await self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+                await self._consume_batch_fn(payloads, md)
         else:
-            await self.handler.consume_batch(payloads, md)  # type: ignore[attr-defined]
+            await self._consume_batch_fn(payloads, md)
 
 
 async def _consume_in_order(consume: Any, msgs: list[Any], payloads: list[Any],

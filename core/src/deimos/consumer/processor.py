@@ -27,6 +27,7 @@ from deimos.consumer.api import (
 from deimos.consumer.calls import HandlerCalls, link_headers, span_attrs
 from deimos.consumer.dead_letters import DeadLetters
 from deimos.consumer.decoding import Decoder
+from deimos.consumer.inbox import inbox_for
 from deimos.consumer.policy import Outcome, RetryPolicy, Stop
 from deimos.errors import ConfigError, TransientError
 from deimos.runtime import Runtime, SchemaBackend
@@ -55,6 +56,18 @@ class MessageProcessor(HandlerCalls):
                 "AsyncConsumer), which it runs concurrently by key; a batch consumer gets "
                 "each partition's batch whole (use concurrency for more partitions at once)")])
         self._pool: ThreadPoolExecutor | None = None
+        #: the handler's methods as the calls make them: wrapped by the inbox's transaction
+        #: with ``inbox = true``, the handler's own otherwise
+        self.inbox = inbox_for(handler, settings, runtime.registry)
+        self._consume: Any = getattr(handler, "consume", None)
+        self._consume_batch_fn: Any = getattr(handler, "consume_batch", None)
+        if self.inbox is not None:
+            if self.batch:
+                self._consume_batch_fn = self.inbox.wrap_consume_batch(
+                    handler.consume_batch)  # type: ignore[attr-defined]
+            else:
+                self._consume = self.inbox.wrap_consume(
+                    handler.consume)  # type: ignore[attr-defined]
         self.telemetry = runtime.telemetry
         self.decoder = Decoder(handler, settings, runtime)
         self.key_config = self.decoder.key_config

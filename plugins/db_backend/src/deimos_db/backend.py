@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from deimos.config import Settings
+from deimos.config import ConsumerSettings, Settings
+from deimos.consumer.inbox import ConsumerInbox
 from deimos.errors import DeimosError
 from deimos.hookspecs import hookimpl
 from deimos.message import Message, ProduceContext
@@ -57,6 +58,15 @@ class DbBackend:
         from .cli import commands
 
         return commands()
+
+    @hookimpl
+    def deimos_consumer_inbox(self, handler: Any, settings: ConsumerSettings
+                              ) -> ConsumerInbox | None:
+        """``inbox = true``: the handler's calls in one database transaction each with the
+        inbox row and the outbox rows of its publishes (:mod:`deimos_db.inbox`)."""
+        from .inbox import consumer_inbox
+
+        return consumer_inbox(handler, settings)
 
     @hookimpl
     def deimos_backend_execute(self, context: ProduceContext, messages: Sequence[Message],
@@ -106,6 +116,11 @@ class DbBackend:
 
 class OutboxBackend(DbBackend):
     """``outbox``: the name Ruby Deimos 2 uses for ``db``."""
+
+    @hookimpl
+    def deimos_consumer_inbox(self, handler: Any, settings: ConsumerSettings
+                              ) -> ConsumerInbox | None:
+        return None  # the same plugin as ``db``, which answers
 
 
 def db_settings(settings: Settings) -> DbSettings:

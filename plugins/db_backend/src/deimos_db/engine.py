@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from deimos.errors import DeimosError
 from deimos.message import Headers, Message
@@ -88,6 +89,15 @@ def get_engine(url: str, options: dict[str, Any] | None = None) -> sa.Engine:
     return engine
 
 
+def database_engine(url: str | None = None) -> sa.Engine:
+    """The engine of ``url`` (a consumer's ``database_url``), else of ``db.url``, with
+    ``db.engine_options``: where a consumer's transactions run."""
+    from deimos.config import get_settings
+
+    db = get_settings().section("db")
+    return get_engine(url or db.url, db.engine_options)
+
+
 def dispose_engines() -> None:
     """Close every pooled connection (tests, reconfiguration)."""
     with _engines_lock:
@@ -132,6 +142,35 @@ def transaction(bind: Any) -> Iterator[Any]:
         yield bind
     finally:
         _current.reset(token)
+
+
+def session() -> Session:
+    """The ``Session`` of the transaction the current handler runs in: a consumer's with
+    ``inbox = true`` (or a record consumer's per-message transaction), or the one you gave
+    :func:`transaction`. Write through it, and ``publish`` through the ``db`` backend, and
+    everything commits with the inbox row, or nothing does."""
+    bind = _current.get()
+    if isinstance(bind, Session):
+        return bind
+    raise DeimosError(
+        "deimos_db.session() outside a transaction with a Session: call it from the handler "
+        "of a consumer with inbox = true, or inside deimos_db.transaction(session)"
+        + ("" if bind is None else f" (this one is bound to a {type(bind).__name__}; "
+           "use deimos_db.current_bind())"))
+
+
+def begin_now(conn: sa.Connection) -> None:
+    """Start ``conn``'s database transaction now on SQLite (elsewhere: nothing to do).
+
+    pysqlite sends ``BEGIN`` only before the first INSERT/UPDATE/DELETE, so a ``SAVEPOINT``
+    issued before any of them opens a transaction of its own, which its ``RELEASE`` commits:
+    a row-by-row pass in savepoints, or a handler's ``begin_nested()``, would commit piece by
+    piece instead of with the rest of the transaction."""
+    if conn.dialect.name != "sqlite":
+        return
+    dbapi: Any = conn.connection.dbapi_connection
+    if dbapi is not None and not dbapi.in_transaction:
+        conn.exec_driver_sql("BEGIN")
 
 
 def current_bind() -> Bind | None:

@@ -28,8 +28,11 @@ row by row. A payload may carry rows of the model's relationships, written in th
 transaction (:mod:`deimos_db.associations`, batch mode).
 
 **Inbox** (``inbox = True``): the (consumer, topic, partition, offset) of every applied
-message is written to ``deimos_inbox`` in the same transaction as the rows, and messages
-already there are skipped, so a redelivered message is never applied twice.
+message is written to ``deimos_inbox`` (:mod:`deimos_db.inbox`) in the same transaction as
+the rows, and messages already there are skipped, so a redelivered message is never applied
+twice. Every transaction is bound with :func:`deimos_db.transaction`, so a hook that
+publishes through the ``db`` backend (``post_process_batch``, ``save_record`` ...) writes its
+outbox rows in it too: rows, inbox rows and outbox rows commit together.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from deimos import events
-from deimos.config import get_settings
 from deimos.consumer import BatchConsumer, BatchError, BatchMetadata
 from deimos.errors import TransientError
 from deimos.producer import _to_dict
@@ -53,8 +55,8 @@ from deimos.runtime import get_runtime
 
 from .associations import Writer, associations_of
 from .deadlock import describe, is_disconnect, is_retryable, retry_transaction
-from .engine import get_engine, utcnow
-from .models import deimos_inbox
+from .engine import begin_now, database_engine, transaction
+from .inbox import applied, inbox_name, prune_inbox, record
 from .records import (
     Stamps,
     column_attrs,
@@ -64,12 +66,11 @@ from .records import (
     table_of,
     truncate_strings,
 )
-from .settings import DbSettings
 from .upserts import Statements, execute_upserts
 
 log = logging.getLogger("deimos_db.record_consumer")
 
-_I = deimos_inbox.c
+__all__ = ["FailedMessage", "RecordConsumer", "RecordMessage", "prune_inbox"]
 
 class RecordMessage:
     """One message as the record consumer's hooks see it.
@@ -196,8 +197,7 @@ class RecordConsumer(BatchConsumer):
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            db: DbSettings = get_settings().section("db")
-            self._engine = get_engine(self.database_url or db.url, db.engine_options)
+            self._engine = database_engine(self.database_url)
         return self._engine
 
     # -- hooks (both modes) -----------------------------------------------------------------
@@ -363,7 +363,8 @@ class RecordConsumer(BatchConsumer):
         attrs_of = column_attrs(self.model) if not isinstance(self.model, sa.Table) else {}
         for m in messages:
             def apply(m: RecordMessage = m) -> None:
-                with Session(self.engine) as session, session.begin():
+                with Session(self.engine) as session, session.begin(), \
+                        transaction(session):
                     if self.inbox and self._applied(session.connection(), md, [m.offset]):
                         return
                     if m.payload is None:
@@ -418,7 +419,7 @@ class RecordConsumer(BatchConsumer):
         offsets = [m.offset for m in messages]
 
         def bulk() -> list[RecordMessage]:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn, transaction(conn):
                 skip = self._applied(conn, md, offsets) if self.inbox else set()
                 upserted: list[RecordMessage] = []
                 deleted: list[RecordMessage] = []
@@ -479,7 +480,8 @@ class RecordConsumer(BatchConsumer):
     def _row_by_row(self, slices: list[list[RecordMessage]], md: BatchMetadata,
                     offsets: list[int]) -> tuple[list[FailedMessage], list[RecordMessage]]:
         failures: list[FailedMessage] = []
-        with self.engine.begin() as conn:
+        with self.engine.begin() as conn, transaction(conn):
+            begin_now(conn)  # the savepoints below stay inside this transaction
             skip = self._applied(conn, md, offsets) if self.inbox else set()
             upserted: list[RecordMessage] = []
             deleted: list[RecordMessage] = []
@@ -592,29 +594,11 @@ class RecordConsumer(BatchConsumer):
 
     @property
     def inbox_consumer(self) -> str:
-        return self.inbox_name or self.group_id or type(self).__name__
+        return inbox_name(self)
 
     def _applied(self, conn: sa.Connection, md: BatchMetadata, offsets: list[int]) -> set[int]:
-        if not offsets:
-            return set()
-        rows = conn.execute(sa.select(_I.offset).where(
-            _I.consumer == self.inbox_consumer, _I.topic == md.topic,
-            _I.partition == md.partition, _I.offset.between(min(offsets), max(offsets))))
-        return {int(r[0]) for r in rows}
+        return applied(conn, self.inbox_consumer, md.topic, md.partition, offsets)
 
     def _record_inbox(self, conn: sa.Connection, md: BatchMetadata,
                       offsets: list[int]) -> None:
-        if offsets:
-            now = utcnow()
-            conn.execute(deimos_inbox.insert(), [
-                {"consumer": self.inbox_consumer, "topic": md.topic, "partition": md.partition,
-                 "offset": o, "consumed_at": now} for o in offsets])
-
-
-def prune_inbox(engine: sa.Engine, older_than: _dt.timedelta) -> int:
-    """Delete inbox rows older than ``older_than`` (keep longer than any redelivery window:
-    the topic's retention is safe); the number deleted."""
-    with engine.begin() as conn:
-        result = conn.execute(deimos_inbox.delete().where(
-            _I.consumed_at < utcnow() - older_than))
-        return int(result.rowcount or 0)
+        record(conn, self.inbox_consumer, md.topic, md.partition, offsets)
