@@ -11,11 +11,11 @@ import deimos
 from deimos.config import get_settings
 from deimos.consumer import BatchConsumer, MessageProcessor, resolve_settings
 from deimos.consumer.inbox import inbox_for
+from deimos.consumer.offline import drive
 from deimos.errors import ConfigError
 from deimos.hookspecs import hookimpl
 from deimos.plugins import PluginRegistry
 from deimos.runtime import Runtime
-from deimos.testing.helpers import _run
 
 
 class Seen(deimos.Consumer):
@@ -71,11 +71,11 @@ def test_the_handler_is_called_through_the_inbox_wrappers(deimos_reset, monkeypa
     inbox = Recording()
     with runtime.registry.registered("metrics", "inbox_rec", inbox):
         Seen.got = []
-        _run(MessageProcessor(Seen(), resolve_settings(Seen, inbox=True), runtime),
-             _messages(2))
-        _run(MessageProcessor(SeenBatch(), resolve_settings(SeenBatch, inbox=True), runtime),
-             _messages(3))
-        _run(MessageProcessor(Seen(), resolve_settings(Seen), runtime), _messages(1))
+        drive(MessageProcessor(Seen(), resolve_settings(Seen, inbox=True), runtime),
+             _messages(2), wait=False)
+        drive(MessageProcessor(SeenBatch(), resolve_settings(SeenBatch, inbox=True), runtime),
+             _messages(3), wait=False)
+        drive(MessageProcessor(Seen(), resolve_settings(Seen), runtime), _messages(1), wait=False)
     assert inbox.calls == ["message 0", "message 1", "batch [0, 1, 2]"]
     assert Seen.got == ["v0", "v1", "v0", "v1", "v2", "v0"]
 

@@ -18,9 +18,9 @@ from confluent_kafka import Message as KafkaMessage
 import deimos
 import deimos_db
 from deimos.consumer import BatchConsumer, BatchError, MessageProcessor, resolve_settings
+from deimos.consumer.offline import drive
 from deimos.errors import ConfigError, DeimosError
 from deimos.runtime import get_runtime
-from deimos.testing.helpers import _run
 from deimos_db import RecordConsumer, deimos_inbox, kafka_messages
 from deimos_db_helpers import ALL_DATABASES, count_rows
 
@@ -133,9 +133,9 @@ def _outbox(engine: sa.Engine) -> list[str]:
 def test_effects_inbox_and_outbox_commit_together_and_a_redelivery_repeats_none(setup):
     db = setup
     values = [f"v{i}" for i in range(8)]
-    _run(_processor(Effects), _messages(values[:5]))
+    drive(_processor(Effects), _messages(values[:5]), wait=False)
     # redelivered: the first five again (a crash before the Kafka commit), then three new
-    _run(_processor(Effects), _messages(values))
+    drive(_processor(Effects), _messages(values), wait=False)
     assert _column(db, effects.c.value) == values
     assert _outbox(db) == values
     assert _column(db, deimos_inbox.c.offset) == list(range(8))
@@ -145,8 +145,8 @@ def test_effects_inbox_and_outbox_commit_together_and_a_redelivery_repeats_none(
 def test_a_failing_handler_rolls_back_its_writes_publishes_and_inbox_row_then_retries(setup):
     db = setup
     Effects.fails_left = {"v1": 2}
-    _run(_processor(Effects, on_error="retry", retry={"attempts": 5, "backoff": 0.0}),
-         _messages(["v0", "v1", "v2"]))
+    drive(_processor(Effects, on_error="retry", retry={"attempts": 5, "backoff": 0.0}),
+         _messages(["v0", "v1", "v2"]), wait=False)
     assert Effects.calls == ["v0", "v1", "v1", "v1", "v2"]  # two failures, then it held
     assert _column(db, effects.c.value) == ["v0", "v1", "v2"]
     assert _outbox(db) == ["v0", "v1", "v2"]
@@ -157,8 +157,9 @@ def test_a_dead_lettered_message_leaves_no_effect_and_no_inbox_row(setup):
     db = setup
     dead.clear()
     Effects.fails_left = {"v1": 99}
-    _run(_processor(Effects, on_error="dead_letter", dead_letter_topic="inbox.dlq",
-                    retry={"attempts": 2, "backoff": 0.0}), _messages(["v0", "v1", "v2"]))
+    drive(_processor(Effects, on_error="dead_letter", dead_letter_topic="inbox.dlq",
+                     retry={"attempts": 2, "backoff": 0.0}),
+          _messages(["v0", "v1", "v2"]), wait=False)
     assert [m.topic for m in dead] == ["inbox.dlq"]
     assert dead[0].payload == b"v1"
     assert _column(db, effects.c.value) == ["v0", "v2"]
@@ -169,8 +170,8 @@ def test_a_dead_lettered_message_leaves_no_effect_and_no_inbox_row(setup):
 def test_batch_consumer_one_transaction_per_batch_only_new_messages_on_redelivery(setup):
     db = setup
     values = [f"b{i}" for i in range(10)]
-    _run(_processor(BatchEffects), _messages(values[:6]))
-    _run(_processor(BatchEffects), _messages(values))
+    drive(_processor(BatchEffects), _messages(values[:6]), wait=False)
+    drive(_processor(BatchEffects), _messages(values), wait=False)
     assert BatchEffects.seen == [values[:6], values[6:]]
     assert _column(db, effects.c.value) == values
     assert _outbox(db) == values
@@ -182,8 +183,8 @@ def test_batch_error_rolls_back_the_whole_batch_and_it_is_retried_from_its_first
     db = setup
     values = [f"b{i}" for i in range(5)]
     BatchEffects.fail_at = 3  # after b0..b2 were written and published
-    _run(_processor(BatchEffects, on_error="retry", retry={"attempts": 3, "backoff": 0.0}),
-         _messages(values))
+    drive(_processor(BatchEffects, on_error="retry", retry={"attempts": 3, "backoff": 0.0}),
+         _messages(values), wait=False)
     # nothing of the failed call committed, so the retry starts at b0, not at b3
     assert BatchEffects.seen == [values, values]
     assert _column(db, effects.c.value) == values
@@ -204,13 +205,14 @@ def test_record_consumer_rows_inbox_and_outbox_rows_share_its_transaction(setup)
     failing = _processor(Records, on_error="raise")
     failing.handler.fail_after_publish = True
     with pytest.raises(RuntimeError, match="after publishing"):
-        _run(failing, _record_messages(["a", "b"]))
+        drive(failing, _record_messages(["a", "b"]), wait=False)
     # the failure after the publish took the rows, the inbox rows and the outbox rows back
     assert count_rows(db, "inbox_records") == 0
     assert count_rows(db) == 0
     assert count_rows(db, "deimos_inbox") == 0
-    _run(_processor(Records), _record_messages(["a", "b"]))
-    _run(_processor(Records), _record_messages(["a", "b", "c"]))  # a redelivery, and one more
+    drive(_processor(Records), _record_messages(["a", "b"]), wait=False)
+    # a redelivery, and one more
+    drive(_processor(Records), _record_messages(["a", "b", "c"]), wait=False)
     assert _column(db, records.c.id) == ["a", "b", "c"]
     assert _outbox(db) == ['"xa"', '"xb"', '"xc"']  # JSON: the mock schema
     assert _column(db, deimos_inbox.c.offset) == [0, 1, 2]
@@ -224,7 +226,7 @@ def test_inbox_from_consumer_settings_and_the_errors_that_name_the_fix(setup):
         def consume(self, payload: Any, metadata: Any) -> None:
             deimos_db.session().execute(effects.insert().values(value=payload))
 
-    _run(_processor(Plain, inbox=True), _messages(["s0"]))
+    drive(_processor(Plain, inbox=True), _messages(["s0"]), wait=False)
     assert _column(setup, deimos_inbox.c.consumer) == ["plain"]
 
     class Async(deimos.AsyncConsumer):

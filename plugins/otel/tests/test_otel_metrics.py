@@ -100,3 +100,24 @@ def test_counters_export_a_cumulative_monotonic_sum_of_every_thread_s_counts(
     assert p.value == 4 * 2000 * 3 + 5  # cumulative across collections
     data = metric(reader, "deimos.consumer.handled.messages")[0].data
     assert type(data).__name__ == "Sum" and data.is_monotonic
+
+
+def test_a_second_provider_instance_counts_into_the_instruments_the_first_made(
+        reader: Any) -> None:
+    # the SDK makes an instrument name once per meter: a provider instance built later in
+    # the process (another plugin registry, deimos configured again) gets the first
+    # instrument back, so its counts must land where that instrument's callback reads
+    from deimos_otel import OtelMetrics
+
+    topics = [f"t-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    first, second = OtelMetrics(), OtelMetrics()
+    first.deimos_metrics_increment("publish", 3, {"topic": topics[0]})
+    second.deimos_metrics_increment("publish", 4, {"topic": topics[1]})
+    second.deimos_metrics_gauge("consumer_lag", 7, {"topic": topics[1], "partition": "0",
+                                                    "consumer_group": "g"})
+    got = {a["messaging.destination.name"]: p.value for a, p in points(
+        reader, "messaging.client.sent.messages") if a["messaging.destination.name"] in topics}
+    assert got == {topics[0]: 3, topics[1]: 4}
+    (lag,) = [p for a, p in points(reader, "deimos.consumer.lag")
+              if a.get("messaging.destination.name") == topics[1]]
+    assert lag.value == 7

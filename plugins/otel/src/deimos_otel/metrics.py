@@ -90,6 +90,49 @@ class _Observed:
         return [Observation(v, a) for v, a in items]
 
 
+#: the observable instruments' cells, one per instrument name in the process, and the
+#: instruments made on each meter: both shared by every provider instance. The SDK registers
+#: an instrument name once per meter and answers a second ``create_observable_counter`` with
+#: the first instrument (its callback kept, the new one never called), so a provider built
+#: later in the process (a second plugin registry, deimos configured again, a meter obtained
+#: before the SDK was installed) must count into the cells the first one's callback reads.
+_OBSERVED: dict[tuple[str, str], _Observed] = {}
+_METERS: dict[int, tuple[Any, dict[tuple[str, str], Any]]] = {}
+_SHARED_LOCK = threading.RLock()
+
+
+def _instruments_of(meter: Any) -> dict[tuple[str, str], Any]:
+    with _SHARED_LOCK:
+        got = _METERS.get(id(meter))
+        if got is None or got[0] is not meter:
+            got = _METERS[id(meter)] = (meter, {})  # holds the meter: its id stays its own
+        return got[1]
+
+
+def _instrument(meter: Any, kind: Kind, otel_name: str, unit: str, desc: str) -> Any:
+    """The instrument ``otel_name`` of ``meter``: an :class:`_Observed` for counters and
+    gauges, a histogram's ``record`` otherwise; made once per meter."""
+    with _SHARED_LOCK:
+        instruments = _instruments_of(meter)
+        inst = instruments.get((kind, otel_name))
+        if inst is not None:
+            return inst
+        if kind in ("counter", "gauge"):
+            inst = _OBSERVED.get((kind, otel_name))
+            if inst is None:
+                inst = _OBSERVED[(kind, otel_name)] = _Observed()
+            create = (meter.create_observable_counter if kind == "counter"
+                      else meter.create_observable_gauge)
+            create(otel_name, [inst.observe], unit, desc)
+        else:
+            inst = meter.create_histogram(
+                otel_name, unit, desc,
+                explicit_bucket_boundaries_advisory=(
+                    SECONDS_BUCKETS if unit == "s" else None)).record
+        instruments[(kind, otel_name)] = inst
+        return inst
+
+
 class OtelMetrics:
     """Counters, histograms and observable gauges from the ``deimos_otel`` meter.
 
@@ -100,7 +143,6 @@ class OtelMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._meter: Any = None
-        self._instruments: dict[tuple[str, str], Any] = {}
         # (kind, name, tags) -> (record function, attributes)
         self._resolved: dict[tuple[Any, ...], tuple[Any, Attributes]] = {}
 
@@ -112,7 +154,6 @@ class OtelMetrics:
         with self._lock:
             if meter is not self._meter:
                 self._meter = meter
-                self._instruments.clear()
                 self._resolved.clear()
 
     def _meter_or_default(self) -> Any:
@@ -130,21 +171,8 @@ class OtelMetrics:
         spec = lookup(kind, name, tags)
         attrs = attributes_for(tags, spec.otel_attributes)
         with self._lock:
-            meter = self._meter_or_default()
-            inst = self._instruments.get((kind, spec.otel_name))
-            if inst is None:
-                desc = f"{spec.description} (deimos: {spec.name})"
-                if kind in ("counter", "gauge"):
-                    inst = _Observed()
-                    create = (meter.create_observable_counter if kind == "counter"
-                              else meter.create_observable_gauge)
-                    create(spec.otel_name, [inst.observe], spec.unit, desc)
-                else:
-                    inst = meter.create_histogram(
-                        spec.otel_name, spec.unit, desc,
-                        explicit_bucket_boundaries_advisory=(
-                            SECONDS_BUCKETS if spec.unit == "s" else None)).record
-                self._instruments[(kind, spec.otel_name)] = inst
+            inst = _instrument(self._meter_or_default(), kind, spec.otel_name, spec.unit,
+                               f"{spec.description} (deimos: {spec.name})")
             fn = inst
             if isinstance(inst, _Observed):  # one cell per attribute set
                 cell = inst.cell(attrs)
