@@ -79,3 +79,6 @@ class ProduceContext:
     #: async backends call this for every message that failed after ``execute`` returned
     on_error: Callable[[Message, BaseException], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the producer's cluster (a name under ``kafka.clusters``), None for the default one:
+    #: a backend that sends later (the outbox) must send to the cluster the producer chose
+    cluster: str | None = None

@@ -186,7 +186,9 @@ class Pipeline:
         self.telemetry = runtime.telemetry
         self.tags = {"topic": self.topic}
         self.context = ProduceContext(self.topic, name, self.kafka_settings, runtime.telemetry,
-                                      on_error=on_error, extra={"schema": self.schema})
+                                      on_error=on_error, extra={"schema": self.schema},
+                                      cluster=None if self.cluster == DEFAULT_CLUSTER
+                                      else self.cluster)
         #: ``producers.disabled`` of these settings (the settings never change under us), or
         #: the producer class's own ``disabled``
         self.disabled = settings.producers.disabled or disabled

@@ -33,11 +33,13 @@ from .settings import DbSettings
 _INSERT = kafka_messages.insert()
 
 
-def insert_messages(conn: sa.Connection, messages: Sequence[Message]) -> int:
-    """Insert ``messages`` (all of one topic or not) through ``conn``; returns the count."""
+def insert_messages(conn: sa.Connection, messages: Sequence[Message],
+                    cluster: str | None = None) -> int:
+    """Insert ``messages`` (all of one topic or not) of a producer of ``cluster`` through
+    ``conn``; returns the count."""
     if not messages:
         return 0
-    conn.execute(_INSERT, rows_for(messages))
+    conn.execute(_INSERT, rows_for(messages, cluster))
     if conn.dialect.name == "postgresql":
         for topic in {m.topic for m in messages}:
             conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, topic)))
@@ -80,13 +82,14 @@ class DbBackend:
                 f"publishing to {context.topic!r} inside deimos_db.transaction() of an "
                 f"{type(bind).__name__}: use `await {context.producer}.apublish(...)` (or "
                 "apublish_list), which inserts through it on the event loop")
+        cluster = context.cluster
         if isinstance(bind, Session):
-            insert_messages(bind.connection(), messages)
+            insert_messages(bind.connection(), messages, cluster)
         elif bind is not None:
-            insert_messages(bind, messages)
+            insert_messages(bind, messages, cluster)
         else:
             with engine_for(context.settings).begin() as conn:
-                insert_messages(conn, messages)
+                insert_messages(conn, messages, cluster)
         context.telemetry.increment("db_producer.insert", len(messages),
                                     {"topic": context.topic})
 
@@ -101,7 +104,7 @@ class DbBackend:
             await asyncio.to_thread(self.deimos_backend_execute, context, messages, sync)
             return
         conn = await bind.connection() if hasattr(bind, "sync_session") else bind
-        await conn.run_sync(insert_messages, messages)
+        await conn.run_sync(insert_messages, messages, context.cluster)
         context.telemetry.increment("db_producer.insert", len(messages),
                                     {"topic": context.topic})
 

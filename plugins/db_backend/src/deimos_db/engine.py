@@ -215,7 +215,9 @@ def utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
 
 
-def rows_for(messages: Sequence[Message]) -> list[dict[str, Any]]:
+def rows_for(messages: Sequence[Message], cluster: str | None = None
+             ) -> list[dict[str, Any]]:
+    """Outbox rows of ``messages`` of a producer of ``cluster`` (None: the default)."""
     now = utcnow()
     return [{
         "topic": m.topic,
@@ -225,4 +227,5 @@ def rows_for(messages: Sequence[Message]) -> list[dict[str, Any]]:
         "key_hash": key_hash(m.partition_key, m.encoded_key),
         "headers": encode_headers(m.headers),
         "created_at": now,
+        "cluster": cluster,
     } for m in messages]

@@ -45,6 +45,8 @@ kafka_messages = sa.Table(
     sa.Column("key_hash", sa.Integer, nullable=False, server_default="0"),
     sa.Column("headers", Text, nullable=True),
     sa.Column("created_at", DateTime, nullable=False),
+    #: the producer's cluster (``kafka.clusters``); NULL: the default cluster
+    sa.Column("cluster", sa.String(255), nullable=True),
     sa.Index("ix_kafka_messages_topic_id", "topic", "id"),
 )
 
@@ -76,6 +78,7 @@ kafka_dead_letters = sa.Table(
     sa.Column("created_at", DateTime, nullable=False),
     sa.Column("failed_at", DateTime, nullable=False),
     sa.Column("error", Text, nullable=False),
+    sa.Column("cluster", sa.String(255), nullable=True),
     sa.Index("ix_kafka_dead_letters_topic", "topic"),
 )
 
@@ -109,6 +112,28 @@ deimos_inbox = sa.Table(
 TABLES = (kafka_messages, kafka_topic_info, kafka_dead_letters, deimos_poll_info, deimos_inbox)
 
 
+#: columns added after a table's first release (all nullable): ``deimos db init`` adds them
+#: to tables an earlier version created, as the shipped migrations do for Alembic users
+ADDED_COLUMNS = (("kafka_messages", "cluster"), ("kafka_dead_letters", "cluster"))
+
+
 def create_tables(bind: sa.Engine | sa.Connection) -> None:
-    """Create deimos-db's tables that do not exist yet (``deimos db init``)."""
-    metadata.create_all(bind, checkfirst=True)
+    """Create deimos-db's tables that do not exist yet, and the columns later versions added
+    to them (``deimos db init``)."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    def run(conn: sa.Connection) -> None:
+        metadata.create_all(conn, checkfirst=True)
+        inspector = sa.inspect(conn)
+        ops = Operations(MigrationContext.configure(conn))
+        for table, column in ADDED_COLUMNS:
+            if column not in {c["name"] for c in inspector.get_columns(table)}:
+                model = metadata.tables[table].c[column]
+                ops.add_column(table, sa.Column(column, model.type, nullable=True))
+
+    if isinstance(bind, sa.Connection):
+        run(bind)
+    else:
+        with bind.begin() as conn:
+            run(conn)

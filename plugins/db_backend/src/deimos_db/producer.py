@@ -47,8 +47,9 @@ from confluent_kafka import KafkaError, KafkaException
 
 from deimos import events
 from deimos.config import Settings, get_settings
-from deimos.errors import PublishError
+from deimos.errors import ConfigError, PublishError
 from deimos.health import Heartbeat
+from deimos.kafka.config import cluster_settings
 from deimos.kafka.producers import DeliveryWaiter, SharedProducer, shared_producer
 from deimos.message import Message
 from deimos.retry import Backoff
@@ -416,7 +417,8 @@ class DbProducer:
                     # only what sending needs: a dead letter's other columns are read when
                     # it is moved (SQLite hands datetimes back as text to parse, per row)
                     rows = conn.execute(
-                        sa.select(_M.id, _M.key, _M.message, _M.partition_key, _M.headers)
+                        sa.select(_M.id, _M.key, _M.message, _M.partition_key, _M.headers,
+                                  _M.cluster)
                         .where(unit.where()).order_by(_M.id).limit(self.ps.batch_size)
                     ).all()
                 if not rows:
@@ -453,7 +455,7 @@ class DbProducer:
                     "message_id": r.id, "topic": r.topic, "key": r.key, "message": r.message,
                     "partition_key": r.partition_key, "headers": r.headers,
                     "created_at": r.created_at, "failed_at": now,
-                    "error": errors[r.id][:4000],
+                    "error": errors[r.id][:4000], "cluster": r.cluster,
                 } for r in dead])
             ids = result.delete_ids + [r.id for r, _ in result.dead]
             for start in range(0, len(ids), 1000):
@@ -475,7 +477,42 @@ class DbProducer:
                     in FATAL_CODES)
 
     def send(self, topic: str, rows: Sequence[Any]) -> BatchResult:
-        """Send ``rows`` (id order) and sort them into delivered / dead / to retry.
+        """Send ``rows`` (id order) each to its producer's cluster (the row's ``cluster``,
+        NULL: the default one), and sort them into delivered / dead / to retry.
+
+        Rows of different clusters are different streams (a key's order is kept per
+        cluster), so each cluster's rows go as a batch of their own, in id order."""
+        if all(_cluster_of(r) is None for r in rows):  # the usual case: one cluster
+            return self._send(topic, rows, None)
+        by_cluster: dict[str | None, list[Any]] = {}
+        for r in rows:
+            by_cluster.setdefault(_cluster_of(r), []).append(r)
+        result = BatchResult()
+        for cluster, part in by_cluster.items():
+            got = self._send(topic, part, cluster)
+            result.delete_ids.extend(got.delete_ids)
+            result.dead.extend(got.dead)
+            result.sent += got.sent
+            if result.error is None:
+                result.error = got.error
+        return result
+
+    def _settings_for(self, cluster: str | None) -> Settings:
+        """The DB producer's Kafka settings on ``cluster``; a cluster no longer configured
+        is the topic's error (its rows stay, retried, until the settings name it again)."""
+        if cluster is None:
+            return self._kafka_settings
+        try:
+            return cluster_settings(self._kafka_settings, cluster,
+                                    where=f"kafka_messages.cluster {cluster!r}")
+        except ConfigError as exc:
+            raise PublishError(
+                f"outbox rows name cluster {cluster!r}, which is not configured under "
+                f"kafka.clusters: {exc}") from None
+
+    def _send(self, topic: str, rows: Sequence[Any], cluster: str | None) -> BatchResult:
+        """Send ``rows`` of one cluster (id order) and sort them into delivered / dead / to
+        retry.
 
         A row refused at ``produce()`` (larger than ``message.max.bytes``, say) holds its
         key back: the later rows of that key are not sent in this batch (they stay, and go
@@ -487,9 +524,13 @@ class DbProducer:
         if self.ps.log_topics and self.ps.logs(topic):
             log.info("DB producer %s: producing %d message(s) to %s: %r", self.id,
                      len(to_send), topic, [(r.key, r.message) for r in to_send])
-        sp = shared_producer(self._kafka_settings, reports=True)
-        messages = [Message(topic, None, None, decode_headers(h) if h else None, pk, key, value)
-                    for _id, key, value, pk, h in to_send]
+        try:
+            sp = shared_producer(self._settings_for(cluster), reports=True)
+        except PublishError as unknown:
+            result.error = unknown
+            return result  # nothing sent: every row stays
+        messages = [Message(topic, None, None, decode_headers(r.headers) if r.headers else None,
+                            r.partition_key, r.key, r.message) for r in to_send]
         index = {id(m): i for i, m in enumerate(messages)}
         waiter = DeliveryWaiter(len(messages))
         refused = sp.produce_all(topic, messages, waiter, self._blocks)
@@ -602,6 +643,10 @@ class DbProducer:
         except Exception:
             log.warning("DB producer %s: could not record the error of %s", self.id, name,
                         exc_info=True)
+
+
+def _cluster_of(row: Any) -> str | None:
+    return getattr(row, "cluster", None)
 
 
 def retry_backoff(ps: DbProducerSettings) -> Backoff:
