@@ -14,7 +14,7 @@ import pytest
 from kafka_helpers import LoopThread, committed, group_settings, read_all, wait_for
 
 import deimos
-from deimos.consumer import Consumer, ConsumerLoop, resolve_settings
+from deimos.consumer import Consumer, ConsumerLoop, consumer_settings_for, resolve_settings
 from deimos.consumer.retry_loop import RetryTopicsLoop
 from deimos.consumer.retry_topics import (
     RETRY_ATTEMPT_HEADER,
@@ -22,8 +22,9 @@ from deimos.consumer.retry_topics import (
     parse_duration,
     retry_topic,
 )
-from deimos.errors import PublishError
+from deimos.errors import ConfigError, PublishError
 from deimos.runner import Executor, consumer_factories, run_until_stopped
+from deimos.runtime import get_runtime
 from deimos.testing.broker import GROUP_TIMEOUTS, create_topic
 
 #: how late after its due time a rung may handle a message: one idle poll of the retry
@@ -76,21 +77,34 @@ class Plain(Consumer):
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"on_error": "retry_topics", "dead_letter_topic": "d"}, "needs retry_topics"),
-    ({"on_error": "retry_topics", "retry_topics": ["5s"]}, "needs dead_letter_topic"),
+    ({"on_error": "retry_topics", "dead_letter_topic": "d"},
+     "consumers.Plain.retry_topics: on_error 'retry_topics' needs retry_topics"),
+    ({"on_error": "retry_topics", "retry_topics": ["5s"]},
+     "consumers.Plain.dead_letter_topic: on_error 'retry_topics' needs dead_letter_topic"),
     ({"on_error": "retry_topics", "retry_topics": ["5s", "soon"], "dead_letter_topic": "d"},
-     "rung 2 ('soon'): not a duration"),
+     "retry_topics\n  Value error, rung 2 ('soon'): not a duration"),
     ({"on_error": "retry_topics", "retry_topics": ["0s"], "dead_letter_topic": "d"},
-     "longer than 0"),
-    ({"retry_topics": ["5s"], "on_error": "skip"}, "set on_error = 'retry_topics'"),
+     "rung 1 ('0s'): a rung's delay must be longer than 0"),
+    ({"retry_topics": ["5s"], "on_error": "skip"},
+     "consumers.Plain.retry_topics: set, but on_error is 'skip'"),
     ({"on_error": "retry_topics", "retry_topics": ["5s"], "dead_letter_topic": "d",
-      "topics": [], "topic_pattern": "orders.*"}, "not topic_pattern"),
+      "topics": [], "topic_pattern": "orders.*"},
+     "consumers.Plain.topic_pattern: on_error 'retry_topics' needs its topics named"),
 ])
 def test_retry_topics_settings_are_refused_with_what_is_wrong(overrides: dict[str, Any],
                                                               message: str) -> None:
-    with pytest.raises(ValueError, match="retry_topics") as raised:
+    with pytest.raises((ValueError, ConfigError)) as raised:
         resolve_settings(Plain, **overrides)
     assert message in str(raised.value)
+
+
+def test_an_entry_may_set_only_the_ladder_of_a_class_that_chose_retry_topics(
+        deimos_reset: None) -> None:
+    deimos.configure(consumers=[{"class": "test_retry_topics:Ladder",
+                                 "retry_topics": ["1s"]}])
+    [(_, cs)] = consumer_settings_for(get_runtime())
+    assert (cs.on_error, cs.retry_topics, cs.dead_letter_topic) == (
+        "retry_topics", ["1s"], "orders.dlq")
 
 
 def test_a_bad_rung_names_the_setting_in_the_configuration_error(deimos_reset: None) -> None:
@@ -149,7 +163,7 @@ class Ladder(Flaky):
 
 def test_consume_message_records_the_forward_to_the_first_rung(deimos_test_mode: Any) -> None:
     Ladder.reset({})
-    before = time.time() * 1000
+    before = int(time.time() * 1000)
     deimos_test_mode.consume_message(Ladder, "a:9", key="k1", headers={"trace": "t1"},
                                      offset=7)
     sent = deimos_test_mode.assert_sent("orders.retry.1", b"a:9", key=b"k1")

@@ -473,13 +473,8 @@ class ConsumerSettings(OwnSchemaSettings):
     def _check(self) -> ConsumerSettings:
         if self.on_error == "dead_letter" and not self.dead_letter_topic:
             raise ValueError("on_error 'dead_letter' needs dead_letter_topic")
-        if self.on_error == "retry_topics":
-            from deimos.consumer.retry_topics import check_settings
-
-            check_settings(self)
-        elif self.retry_topics:
-            raise ValueError(f"retry_topics is set but on_error is {self.on_error!r}: set "
-                             "on_error = 'retry_topics' to use the ladder")
+        # on_error = "retry_topics" is checked once the class's attributes are merged in
+        # (deimos.consumer.retry_topics.check_settings): an entry may set only the ladder
         return self
 
 

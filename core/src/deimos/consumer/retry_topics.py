@@ -28,7 +28,7 @@ from deimos.config import ConsumerSettings, Settings
 from deimos.consumer.api import _Base
 from deimos.consumer.dead_letters import ERROR_HEADERS, DeadLetters, error_headers
 from deimos.consumer.decoding import Decoder
-from deimos.errors import DecodeError
+from deimos.errors import ConfigError, DecodeError
 from deimos.kafka.config import cluster_settings
 from deimos.message import Message
 from deimos.runtime import Runtime, SchemaBackend
@@ -63,17 +63,29 @@ def retry_topic(topic: str, rung: int) -> str:
 
 
 def check_settings(cs: ConsumerSettings) -> None:
-    """What ``on_error = "retry_topics"`` needs (a ``ValueError`` saying what is missing)."""
+    """What ``on_error = "retry_topics"`` needs, checked on a consumer's merged settings (its
+    class attributes and its ``[[consumers]]`` entry): a :class:`ConfigError` naming the
+    setting."""
+    where = f"consumers.{cs.name}"
+    if cs.on_error != "retry_topics":
+        if cs.retry_topics:
+            raise ConfigError([(f"{where}.retry_topics", f"set, but on_error is "
+                                f"{cs.on_error!r}: set on_error = 'retry_topics' to use the "
+                                "ladder")])
+        return
     if not cs.retry_topics:
-        raise ValueError("on_error 'retry_topics' needs retry_topics, the delays of the "
-                         "ladder (retry_topics = [\"5s\", \"1m\", \"10m\"])")
+        raise ConfigError([(f"{where}.retry_topics", "on_error 'retry_topics' needs "
+                            "retry_topics, the delays of the ladder (retry_topics = [\"5s\", "
+                            "\"1m\", \"10m\"])")])
     if not cs.dead_letter_topic:
-        raise ValueError("on_error 'retry_topics' needs dead_letter_topic: where a message "
-                         "goes after the last rung of retry_topics")
+        raise ConfigError([(f"{where}.dead_letter_topic", "on_error 'retry_topics' needs "
+                            "dead_letter_topic: where a message goes after the last rung of "
+                            "retry_topics")])
     if cs.topic_pattern:
-        raise ValueError("on_error 'retry_topics' needs its topics named in topics, not "
-                         "topic_pattern: the retry consumer must know which retry topics to "
-                         "read (and the pattern could match them too)")
+        raise ConfigError([(f"{where}.topic_pattern", "on_error 'retry_topics' needs its "
+                            "topics named in topics, not topic_pattern: the retry consumer "
+                            "must know which retry topics to read (and the pattern could "
+                            "match them too)")])
 
 
 class Ladder:
