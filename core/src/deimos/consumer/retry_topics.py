@@ -150,19 +150,24 @@ class RetryForwarder(DeadLetters):
             return self.topic, 0
         return retry_topic(original, rung + 1), rung + 1
 
+    def first_read(self, msg: Any, attempts: int
+                   ) -> tuple[tuple[str, int | str, int | str], int]:
+        """Where ``msg`` was first read and its attempts in all: read from a rung, its error
+        headers' (the earlier rungs' attempts added to ``attempts``); else ``msg``'s own."""
+        if not self.ladder.read_from(msg.topic())[1]:
+            return (msg.topic(), msg.partition(), msg.offset()), attempts
+        own = list(msg.headers() or [])
+        with contextlib.suppress(ValueError):
+            attempts += int(_header(own, "deimos-attempts") or 0)
+        return (_header(own, "deimos-original-topic") or self.ladder.read_from(msg.topic())[0],
+                _header(own, "deimos-original-partition") or msg.partition(),
+                _header(own, "deimos-original-offset") or msg.offset()), attempts
+
     def message(self, msg: Any, exc: BaseException, attempts: int) -> Message:
         """The forward (or dead letter) of ``msg``: its bytes, key and own headers, the error
         headers naming where it was first read, and, on a rung, the retry headers."""
         own = list(msg.headers() or [])
-        where: tuple[str, int | str, int | str] = (msg.topic(), msg.partition(), msg.offset())
-        if self.ladder.read_from(msg.topic())[1]:
-            # read from a rung: the first read and the earlier rungs' attempts carry on
-            where = (_header(own, "deimos-original-topic") or self.ladder.read_from(
-                         msg.topic())[0],
-                     _header(own, "deimos-original-partition") or msg.partition(),
-                     _header(own, "deimos-original-offset") or msg.offset())
-            with contextlib.suppress(ValueError):
-                attempts += int(_header(own, "deimos-attempts") or 0)
+        where, attempts = self.first_read(msg, attempts)
         drop = {*ERROR_HEADERS, *RETRY_HEADERS}
         headers = [(k, v) for k, v in own if k not in drop]
         headers += error_headers(exc, self.message_limit, *where, attempts)
@@ -191,7 +196,7 @@ class RetryForwarder(DeadLetters):
     def _written(self, m: Any, error: BaseException, attempts: int) -> None:
         to, rung = self.destination(m, error)
         if not rung:
-            super()._written(m, error, attempts)
+            super()._written(m, error, self.first_read(m, attempts)[1])
             return
         self.forwarded += 1
         self.runtime.telemetry.increment("retries", 1,
