@@ -96,7 +96,8 @@ DESCRIPTIONS: dict[str, str] = {
     "ConsumerSettings.on_error": "what a handler error does to the message",
     "ConsumerSettings.retry": "see `consumers[].retry` below",
     "ConsumerSettings.dead_letter_topic": "topic failed messages go to with "
-                                          "`on_error = \"dead_letter\"`",
+                                          "`on_error = \"dead_letter\"` (with "
+                                          "`\"retry_topics\"`: after the last rung)",
     "ConsumerSettings.use_schema_classes": "hand generated schema classes to the handler "
                                            "(default `schema.use_schema_classes`)",
     "ConsumerSettings.disabled": "do not start this consumer",

@@ -422,10 +422,15 @@ class ConsumerSettings(OwnSchemaSettings):
         "of an AsyncConsumer, worker threads of a Consumer); same key never at once, offsets "
         "stored up to the lowest unfinished one")
     payload_log: Literal["full", "keys", "count", "headers"] = "full"
-    on_error: Literal["raise", "retry", "dead_letter", "skip"] = Field(
+    on_error: Literal["raise", "retry", "dead_letter", "skip", "retry_topics"] = Field(
         "raise", description="once a message's retry.attempts are used up: raise (stop; "
-        "restart from the committed offset), retry (never give up), dead_letter, skip")
+        "restart from the committed offset), retry (never give up), dead_letter, skip, "
+        "retry_topics (forward to the retry_topics ladder, then dead_letter_topic)")
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    retry_topics: list[str] = Field(
+        default_factory=list, description="on_error = 'retry_topics': the delays of the "
+        "ladder (\"5s\", \"1m\", \"10m\"; ms, s, m, h), one topic <topic>.retry.<n> each; "
+        "a retry consumer started by deimos run handles each message once it is due")
     dead_letter_topic: str | None = None
     dead_letter_cluster: str | None = Field(
         None, description="the cluster dead letters are written to (unset: the consumer's)")
@@ -442,11 +447,34 @@ class ConsumerSettings(OwnSchemaSettings):
     config: PassThrough = Field(default_factory=dict, description="librdkafka consumer props")
 
     _split = field_validator("topics", mode="before")(_split_commas)
+    @field_validator("retry_topics", mode="before")
+    @classmethod
+    def _ladder_items(cls, v: Any) -> Any:
+        """``"5s,1m"`` (an environment variable) split; plain numbers are seconds."""
+        v = _split_commas(v)
+        if isinstance(v, (list, tuple)):
+            return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+                    for x in v]
+        return v
+
+    @field_validator("retry_topics")
+    @classmethod
+    def _durations(cls, ladder: list[str]) -> list[str]:
+        from deimos.consumer.retry_topics import parse_duration
+
+        for i, value in enumerate(ladder):
+            try:
+                parse_duration(value)
+            except ValueError as exc:
+                raise ValueError(f"rung {i + 1} ({value!r}): {exc}") from None
+        return ladder
 
     @model_validator(mode="after")
     def _check(self) -> ConsumerSettings:
         if self.on_error == "dead_letter" and not self.dead_letter_topic:
             raise ValueError("on_error 'dead_letter' needs dead_letter_topic")
+        # on_error = "retry_topics" is checked once the class's attributes are merged in
+        # (deimos.consumer.retry_topics.check_settings): an entry may set only the ladder
         return self
 
 

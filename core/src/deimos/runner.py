@@ -147,8 +147,10 @@ class SignalHandler:
 def consumer_factories(names: Sequence[str] | None = None, *, event_loop: Any = None
                        ) -> list[Callable[[], Runnable]]:
     """One factory per consumer thread of every configured consumer (asyncio handlers on
-    ``event_loop`` when given, else on an event loop of their consumer thread)."""
+    ``event_loop`` when given, else on an event loop of their consumer thread), and as many
+    for the retry consumer of each ``on_error = "retry_topics"`` consumer."""
     from deimos.consumer import ConsumerLoop, consumer_settings_for
+    from deimos.consumer.retry_loop import RetryTopicsLoop
 
     runtime = get_runtime()
     factories: list[Callable[[], Runnable]] = []
@@ -159,6 +161,11 @@ def consumer_factories(names: Sequence[str] | None = None, *, event_loop: Any = 
             return ConsumerLoop(cls, cs, get_runtime(), event_loop=event_loop)
 
         factories.extend([make] * cs.concurrency)
+        if cs.on_error == "retry_topics":
+            def make_retry(cls: type = cls, cs: Any = cs) -> Runnable:
+                return RetryTopicsLoop(cls, cs, get_runtime(), event_loop=event_loop)
+
+            factories.extend([make_retry] * cs.concurrency)
     return factories
 
 

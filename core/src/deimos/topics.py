@@ -123,6 +123,11 @@ def implied_topics(settings: Settings, cluster: str | None = None) -> dict[str, 
             raise DeimosError(f"consumer {label}: {exc}") from exc
         for t in cs.topics:
             add(t, f"consumer {cs.name or label}", on=cs.cluster)
+        if cs.on_error == "retry_topics":
+            from deimos.consumer.retry_topics import Ladder
+
+            for t in Ladder.topics(cs):
+                add(t, f"retry topics of consumer {cs.name or label}", on=cs.cluster)
         if cs.dead_letter_topic:
             # dead letters are written to the name as configured (no prefix)
             add(cs.dead_letter_topic, f"dead letters of consumer {cs.name or label}",

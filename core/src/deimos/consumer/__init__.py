@@ -8,8 +8,12 @@ The package, one job a module:
 * :mod:`~deimos.consumer.settings`: class attributes and ``[[consumers]]`` entries resolved;
 * :mod:`~deimos.consumer.decoding`: a polled batch decoded with the schema backend;
 * :mod:`~deimos.consumer.policy`: the outcome of a pass and when a message is retried
-  (``on_error``: ``raise``, ``retry``, ``dead_letter``, ``skip``);
+  (``on_error``: ``raise``, ``retry``, ``dead_letter``, ``skip``, ``retry_topics``);
 * :mod:`~deimos.consumer.dead_letters`: writing given-up messages to the dead-letter topic;
+* :mod:`~deimos.consumer.retry_topics`: ``on_error = "retry_topics"``, the ladder and the
+  forwards to its rungs;
+* :mod:`~deimos.consumer.retry_loop`: the retry consumer reading the rungs, each message
+  once it is due;
 * :mod:`~deimos.consumer.processor`: decode, call the handler, apply the policy;
 * :mod:`~deimos.consumer.concurrency`: ``max_concurrency``, a partition's messages handled
   at once, per key in order;

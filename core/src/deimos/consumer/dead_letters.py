@@ -78,6 +78,20 @@ def error_message(exc: BaseException, limit: int = 1024) -> bytes:
     return data[:max(0, limit - 3)].decode(errors="ignore").encode() + b"..."
 
 
+def error_headers(exc: BaseException, limit: int, topic: str, partition: int | str,
+                  offset: int | str, attempts: int) -> list[tuple[str, bytes]]:
+    """:data:`ERROR_HEADERS` for a message read at ``topic[partition]@offset`` that failed
+    with ``exc`` after ``attempts`` attempts (the message capped at ``limit`` bytes)."""
+    return [
+        ("deimos-error-class", f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
+        ("deimos-error-message", error_message(exc, limit)),
+        ("deimos-original-topic", topic.encode()),
+        ("deimos-original-partition", str(partition).encode()),
+        ("deimos-original-offset", str(offset).encode()),
+        ("deimos-attempts", str(attempts).encode()),
+    ]
+
+
 class DeadLetters:
     """The dead letters of the batch being processed, for one consumer."""
 
@@ -117,14 +131,8 @@ class DeadLetters:
         """The dead letter of ``msg`` (:data:`ERROR_HEADERS` after its own headers)."""
         assert self.topic is not None
         headers = list(msg.headers() or [])
-        headers += [
-            ("deimos-error-class", f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
-            ("deimos-error-message", error_message(exc, self.message_limit)),
-            ("deimos-original-topic", msg.topic().encode()),
-            ("deimos-original-partition", str(msg.partition()).encode()),
-            ("deimos-original-offset", str(msg.offset()).encode()),
-            ("deimos-attempts", str(attempts).encode()),
-        ]
+        headers += error_headers(exc, self.message_limit, msg.topic(), msg.partition(),
+                                 msg.offset(), attempts)
         key, value = msg.key(), msg.value()
         return Message(self.topic, value, key, headers, None, key, value)
 
@@ -147,7 +155,11 @@ class DeadLetters:
                 f"could not write {len(dead)} message(s) to dead-letter topic "
                 f"{self.topic!r}: {send_error}")) from send_error
         for m, error, attempts in dead:
-            self.written += 1
-            self._count(m)
-            log.error("message %s[%s]@%s sent to dead-letter topic %s after %d attempt(s): %r",
-                      m.topic(), m.partition(), m.offset(), self.topic, attempts, error)
+            self._written(m, error, attempts)
+
+    def _written(self, m: Any, error: BaseException, attempts: int) -> None:
+        """``m``'s dead letter was acknowledged: counted and logged."""
+        self.written += 1
+        self._count(m)
+        log.error("message %s[%s]@%s sent to dead-letter topic %s after %d attempt(s): %r",
+                  m.topic(), m.partition(), m.offset(), self.topic, attempts, error)

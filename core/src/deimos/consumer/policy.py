@@ -17,6 +17,9 @@ policy object.
 * ``dead_letter``: the original bytes, key and headers plus error headers go to
   ``dead_letter_topic``, then the partition moves on;
 * ``skip``: logged and counted, then the partition moves on.
+* ``retry_topics``: forwarded to the first rung of the retry-topic ladder, then the
+  partition moves on (:mod:`deimos.consumer.retry_topics`); ``retry.attempts`` is 1 unless
+  set.
 
 A message that cannot be decoded is not retried (decoding it again gives the same answer) and
 goes to ``on_error`` at once, except under ``retry``, where it stops the consumer as ``raise``
@@ -80,6 +83,9 @@ class RetryPolicy:
     def __init__(self, settings: ConsumerSettings) -> None:
         r = settings.retry
         self.attempts = r.attempts
+        if settings.on_error == "retry_topics" and "attempts" not in r.model_fields_set:
+            # the ladder is the retry schedule: no in-process retry (no pause) unless asked
+            self.attempts = 1
         self.forever = settings.on_error == "retry"
         self.backoff = Backoff.from_settings(r)
         self._attempts: dict[tuple[str, int, int], int] = {}

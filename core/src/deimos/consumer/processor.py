@@ -29,6 +29,7 @@ from deimos.consumer.dead_letters import DeadLetters
 from deimos.consumer.decoding import Decoder
 from deimos.consumer.inbox import inbox_for
 from deimos.consumer.policy import Outcome, RetryPolicy, Stop
+from deimos.consumer.retry_topics import dead_letters_for
 from deimos.errors import ConfigError, TransientError
 from deimos.runtime import Runtime, SchemaBackend
 
@@ -69,14 +70,18 @@ class MessageProcessor(HandlerCalls):
                 self._consume = self.inbox.wrap_consume(
                     handler.consume)  # type: ignore[attr-defined]
         self.telemetry = runtime.telemetry
-        self.decoder = Decoder(handler, settings, runtime)
+        self.group = settings.group_id or ""
+        #: dead letters and decoding (with ``on_error = "retry_topics"`` forwards to the retry
+        #: ladder, and its topics decoded as their original topics)
+        self.dead_letters: DeadLetters
+        self.decoder: Decoder
+        self.dead_letters, self.decoder = dead_letters_for(
+            handler, settings, runtime, self._count_dead_letter, self.group)
         self.key_config = self.decoder.key_config
         self.policy = RetryPolicy(settings)
-        self.dead_letters = DeadLetters(settings, runtime, self._count_dead_letter)
         self._tagsets: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
         #: messages skipped by this processor (also counted in telemetry)
         self.skipped = 0
-        self.group = settings.group_id or ""
 
     def close(self) -> None:
         """Release the worker threads and the own event loop, if any."""
@@ -123,10 +128,10 @@ class MessageProcessor(HandlerCalls):
     def give_up(self, msg: Any, exc: BaseException, attempts: int, payload: Any = None,
                 metadata: Any = None) -> None:
         """Apply ``on_error`` to a message whose retries are used up (or undecodable): a dead
-        letter is queued (written with the group's others by :meth:`process`), a skip is
-        counted, anything else raises."""
+        letter (or a retry-topic forward) is queued (written with the group's others by
+        :meth:`process`), a skip is counted, anything else raises."""
         policy = self.settings.on_error
-        if policy == "dead_letter":
+        if policy == "dead_letter" or policy == "retry_topics":
             self.dead_letters.add(msg, exc, attempts)
             return
         if policy == "skip":

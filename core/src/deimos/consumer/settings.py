@@ -9,6 +9,7 @@ from typing import Any
 
 from deimos.config import ConsumerSettings, settings_data
 from deimos.consumer.api import _Base
+from deimos.consumer.retry_topics import check_settings as check_retry_topics
 from deimos.errors import DeimosError
 from deimos.runtime import Runtime
 
@@ -53,6 +54,7 @@ def resolve_settings(cls: type, entry: ConsumerSettings | None = None, **overrid
         raise DeimosError(f"consumer {settings.name} has no topics")
     if not settings.group_id:
         raise DeimosError(f"consumer {settings.name} has no group_id")
+    check_retry_topics(settings)
     return settings
 
 
