@@ -12,16 +12,20 @@ both.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer as RawConsumer
 from confluent_kafka import Producer as RawProducer
-from confluent_kafka import TopicPartition
-from kafka_helpers import LoopThread, committed, group_settings, wait_for
+from kafka_helpers import (
+    LoopThread,
+    aborted_records_visible_on_tansu,
+    committed,
+    group_settings,
+    read_values,
+    wait_for,
+)
 from pydantic import ValidationError
 
 import deimos
@@ -31,15 +35,8 @@ from deimos.errors import ConfigError
 from deimos.kafka import transactions
 from deimos.kafka.config import consumer_config
 from deimos.kafka.transactions import TransactionFenced
-from deimos.testing.broker import ENV_BOOTSTRAP
 
 pytestmark = pytest.mark.kafka
-
-ON_TANSU = not os.environ.get(ENV_BOOTSTRAP)
-#: a test whose aborted records reach the broker: Tansu shows them to read_committed readers
-aborted_records_visible_on_tansu = pytest.mark.xfail(
-    ON_TANSU, strict=True, reason="Tansu 0.6 lists no aborted transactions in Fetch "
-    "responses: read_committed readers see aborted records")
 
 #: aborted messages stay in the client (purged by the abort); commits flush regardless
 KEEP_QUEUED = {"linger.ms": 20000}
@@ -56,35 +53,6 @@ def _produce(bootstrap: str, topic: str, values: list[str], partition: int = 0) 
     for v in values:
         p.produce(topic, v.encode(), partition=partition)
     assert p.flush(30) == 0
-
-
-def _read(bootstrap: str, topic: str, isolation: str, until: int | None = None,
-          timeout: float = 20) -> list[str]:
-    """The values of ``topic`` an ``isolation`` reader sees: up to the end of every
-    partition (end-of-partition events), and at least ``until`` values when given."""
-    c = RawConsumer({"bootstrap.servers": bootstrap, "group.id": "r-" + uuid.uuid4().hex,
-                     "enable.auto.commit": False, "isolation.level": isolation,
-                     "enable.partition.eof": True})
-    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    out: list[str] = []
-    at_end: set[int] = set()
-    import time
-
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for m in c.consume(500, 0.2):
-                if m.error() is None:
-                    out.append(m.value().decode())
-                    at_end.discard(m.partition())
-                elif m.error().code() == m.error()._PARTITION_EOF:
-                    at_end.add(m.partition())
-            if len(at_end) == len(parts) and (until is None or len(out) >= until):
-                return out
-    finally:
-        c.close()
-    return out
 
 
 def _output_producer(topic: str) -> type[deimos.Producer]:
@@ -107,7 +75,7 @@ def test_transactional_settings_name_what_is_wrong() -> None:
     with pytest.raises(ValidationError, match="max_concurrency 4 cannot be used"):
         ConsumerSettings.model_validate({**base, "transactional": True,
                                          "transactional_id": "svc", "max_concurrency": 4})
-    with pytest.raises(ValidationError, match="enable.auto.commit cannot be set"):
+    with pytest.raises(ValidationError, match=r"enable\.auto\.commit cannot be set"):
         ConsumerSettings.model_validate({**base, "transactional": True,
                                          "transactional_id": "svc",
                                          "config": {"enable.auto.commit": True}})
@@ -162,7 +130,7 @@ def test_a_transactional_consumers_outputs_and_offsets_commit_together(
     finally:
         loop.stop()
     assert loop.error is None
-    seen = _read(kafka, out, "read_committed", until=300)
+    seen = read_values(kafka, out, "read_committed", until=300)
     assert sorted(seen) == sorted(f"{v}-out" for v in values)
     # per input partition in order
     assert [s for s in seen if int(s[1:-4]) < 150] == [f"v{i}-out" for i in range(150)]
@@ -189,14 +157,14 @@ def test_outputs_of_an_open_transaction_are_invisible_to_read_committed_until_it
     try:
         assert inside.wait(30)
         # on the broker, uncommitted: read_uncommitted sees the outputs, read_committed not
-        assert len(_read(kafka, out, "read_uncommitted", until=20)) == 20
-        assert _read(kafka, out, "read_committed", timeout=3) == []
+        assert len(read_values(kafka, out, "read_uncommitted", until=20)) == 20
+        assert read_values(kafka, out, "read_committed", timeout=3) == []
         release.set()
         wait_for(lambda: committed(kafka, settings.group_id, source) == 20, what="commit")
     finally:
         release.set()
         loop.stop()
-    assert len(_read(kafka, out, "read_committed", until=20)) == 20
+    assert len(read_values(kafka, out, "read_committed", until=20)) == 20
 
 
 def _retried_once(kafka: str, deimos_topic: Any, send_before_failing: bool) -> None:
@@ -227,7 +195,7 @@ def _retried_once(kafka: str, deimos_topic: Any, send_before_failing: bool) -> N
         loop.stop()
     assert loop.error is None
     assert calls.count("v5") == 2
-    assert _read(kafka, out, "read_committed", until=10) == [f"v{i}-out" for i in range(10)]
+    assert read_values(kafka, out, "read_committed", until=10) == [f"v{i}-out" for i in range(10)]
 
 
 def test_a_failing_handlers_queued_outputs_are_aborted_and_the_message_retried(
@@ -266,9 +234,9 @@ def test_a_message_given_up_on_is_dead_lettered_in_the_next_transaction(
     finally:
         loop.stop()
     assert loop.error is None
-    assert _read(kafka, out, "read_committed", until=5) == [
+    assert read_values(kafka, out, "read_committed", until=5) == [
         f"v{i}-out" for i in range(6) if i != 3]
-    assert _read(kafka, dlq, "read_committed", until=1) == ["v3"]
+    assert read_values(kafka, dlq, "read_committed", until=1) == ["v3"]
 
 
 def test_a_second_instance_with_the_same_transactional_id_fences_the_consumer(
@@ -302,7 +270,7 @@ def test_a_second_instance_with_the_same_transactional_id_fences_the_consumer(
     assert isinstance(loop.error, TransactionFenced)
     assert full_id in str(loop.error) and "fenced" in str(loop.error)
     assert committed(kafka, settings.group_id, source) < 0  # nothing committed
-    assert _read(kafka, out, "read_uncommitted", timeout=5) == []
+    assert read_values(kafka, out, "read_uncommitted", timeout=5) == []
 
 
 # --- deimos.transaction() ---------------------------------------------------------------------
@@ -322,7 +290,7 @@ def _plain_transactions(kafka: str, deimos_topic: Any, send_before_raising: bool
     with deimos.transaction():
         Out.publish("d")
     assert transactions.current() is None
-    assert _read(kafka, out, "read_committed", until=4) == ["a", "b", "c", "d"]
+    assert read_values(kafka, out, "read_committed", until=4) == ["a", "b", "c", "d"]
 
 
 def test_deimos_transaction_commits_on_exit_and_drops_queued_messages_on_exception(
