@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer as RawProducer
 from kafka_helpers import (
+    ON_TANSU,
     LoopThread,
     aborted_records_visible_on_tansu,
     committed,
-    group_settings,
     read_values,
     wait_for,
 )
+from kafka_helpers import group_settings as _group_settings
 from pydantic import ValidationError
 
 import deimos
@@ -53,6 +54,13 @@ def _produce(bootstrap: str, topic: str, values: list[str], partition: int = 0) 
     for v in values:
         p.produce(topic, v.encode(), partition=partition)
     assert p.flush(30) == 0
+
+
+def group_settings(cls: type, **overrides: Any) -> Any:
+    """A fresh group; on the embedded broker, which allows them, short sessions: a group
+    join takes a few heartbeats."""
+    quick = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 400} if ON_TANSU else {}
+    return _group_settings(cls, **({"config": quick} if quick else {}), **overrides)
 
 
 def _output_producer(topic: str) -> type[deimos.Producer]:
