@@ -3,8 +3,9 @@ tracing, every implementation a plugin."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING
 
 from deimos.config import Settings, configure, get_settings
 from deimos.consumer import (
@@ -36,8 +37,11 @@ from deimos.producer import (
     tombstone,
 )
 
+if TYPE_CHECKING:
+    from deimos.kafka.transactions import Transaction
 
-def transaction() -> Any:
+
+def transaction() -> AbstractContextManager[Transaction]:
     """``with deimos.transaction(): MyProducer.publish(...)``: what the block publishes through
     the ``kafka`` backends commits in one Kafka transaction on exit, or is aborted when it
     raises (:func:`deimos.kafka.transactions.transaction`; needs
