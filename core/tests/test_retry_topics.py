@@ -90,6 +90,9 @@ class Plain(Consumer):
     ({"on_error": "retry_topics", "retry_topics": ["5s"], "dead_letter_topic": "d",
       "topics": [], "topic_pattern": "orders.*"},
      "consumers.Plain.topic_pattern: on_error 'retry_topics' needs its topics named"),
+    ({"on_error": "retry_topics", "retry_topics": ["5s"], "dead_letter_topic": "d",
+      "transactional": True, "transactional_id": "svc"},
+     "consumers.Plain.transactional: on_error 'retry_topics' forwards a failed message"),
 ])
 def test_retry_topics_settings_are_refused_with_what_is_wrong(overrides: dict[str, Any],
                                                               message: str) -> None:

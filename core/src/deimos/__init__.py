@@ -3,7 +3,9 @@ tracing, every implementation a plugin."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from deimos.config import Settings, configure, get_settings
 from deimos.consumer import (
@@ -34,6 +36,19 @@ from deimos.producer import (
     producers_disabled,
     tombstone,
 )
+
+if TYPE_CHECKING:
+    from deimos.kafka.transactions import Transaction
+
+
+def transaction() -> AbstractContextManager[Transaction]:
+    """``with deimos.transaction(): MyProducer.publish(...)``: what the block publishes through
+    the ``kafka`` backends commits in one Kafka transaction on exit, or is aborted when it
+    raises (:func:`deimos.kafka.transactions.transaction`; needs
+    ``producers.transactional_id``)."""
+    from deimos.kafka.transactions import transaction as _transaction
+
+    return _transaction()
 
 
 def run(consumers: list[str] | None = None, **options: object) -> bool:
@@ -76,4 +91,5 @@ __all__ = [
     "producers_disabled",
     "run",
     "tombstone",
+    "transaction",
 ]

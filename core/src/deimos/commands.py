@@ -12,6 +12,7 @@ from deimos import commands_ops, commands_tools  # noqa: F401  (topics, dlq, tai
 from deimos import config as _config
 from deimos.cli import cli, health_port_option, load_settings, log_level_option, start_app
 from deimos.cli import setup_logging as _logging
+from deimos.errors import FatalError
 
 
 @cli.command()
@@ -35,8 +36,12 @@ def run(ctx: click.Context, consumers: tuple[str, ...], log_level: str,
             "schema.registry_url is not set: using the development registry %s (shared by "
             "local processes; set schema.registry_url in production)",
             loaded.settings.schema.registry_url)
-    clean = runner.run(list(consumers) or None, extra=lag.reporter_factories(),
-                       health_port=health_port)
+    try:
+        clean = runner.run(list(consumers) or None, extra=lag.reporter_factories(),
+                           health_port=health_port)
+    except FatalError as fatal:
+        click.echo(f"deimos: stopped: {fatal}", err=True)
+        sys.exit(1)
     if not clean:
         click.echo("deimos: shutdown timed out; exiting anyway", err=True)
         sys.stdout.flush()

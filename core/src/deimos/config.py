@@ -338,6 +338,10 @@ class ProducerSettings(Section):
     sync_timeout: float = Field(30.0, gt=0, description="seconds a synchronous publish waits")
     flush_timeout: float = Field(30.0, ge=0, description="seconds to flush at shutdown")
     config: PassThrough = Field(default_factory=dict, description="librdkafka producer props")
+    transactional_id: str | None = Field(
+        None, description="transactional.id of deimos.transaction() (plain publishing in a "
+        "Kafka transaction); unique per running process: two with the same id fence each "
+        "other")
     topics: list[TopicSettings] = Field(default_factory=list)
     payload_log: Literal["full", "keys", "count", "headers"] | None = Field(
         None, description="log every published message on deimos.producer at DEBUG "
@@ -443,6 +447,17 @@ class ConsumerSettings(OwnSchemaSettings):
         "consumer) handled in one database transaction with its inbox row, the handler's own "
         "writes and the outbox rows of its publishes; redelivered messages skipped (needs a "
         "plugin that keeps an inbox, such as deimos-db; docs/exactly-once.md)")
+    transactional: bool = Field(
+        False, description="Kafka exactly-once: what the handler publishes through the kafka "
+        "backends and the consumed offsets commit in one Kafka transaction per polled batch "
+        "(needs transactional_id; docs/exactly-once.md)")
+    transactional_id: str | None = Field(
+        None, description="prefix of the transactional.id of a transactional consumer: the "
+        "id is '<prefix>-<consumer name>-<thread index>'; unique per running instance of the "
+        "service (two processes with the same id fence each other)")
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        "read_committed", description="librdkafka's isolation.level: read_committed skips "
+        "messages of open and aborted transactions")
     disabled: bool = False
     config: PassThrough = Field(default_factory=dict, description="librdkafka consumer props")
 
@@ -475,6 +490,23 @@ class ConsumerSettings(OwnSchemaSettings):
             raise ValueError("on_error 'dead_letter' needs dead_letter_topic")
         # on_error = "retry_topics" is checked once the class's attributes are merged in
         # (deimos.consumer.retry_topics.check_settings): an entry may set only the ladder
+        if self.transactional:
+            if not self.transactional_id:
+                raise ValueError(
+                    "transactional = true needs transactional_id: a prefix unique per running "
+                    "instance of the service (e.g. the host name), since two processes with "
+                    "the same transactional.id fence each other")
+            if self.max_concurrency > 1:
+                raise ValueError(
+                    f"transactional = true handles a batch in one transaction, in order: "
+                    f"max_concurrency {self.max_concurrency} cannot be used with it (use "
+                    "concurrency for more partitions at once)")
+            bad = [k for k in ("enable.auto.commit", "isolation.level", "transactional.id")
+                   if k in self.config]
+            if bad:
+                raise ValueError(
+                    f"config {', '.join(bad)} cannot be set with transactional = true: offsets "
+                    "commit with the transaction (use isolation_level, transactional_id)")
         return self
 
 

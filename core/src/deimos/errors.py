@@ -75,3 +75,9 @@ class PublishError(DeimosError):
     def __init__(self, message: str, failures: Sequence[tuple[object, object]] = ()):
         self.failures = list(failures)
         super().__init__(message)
+
+
+class FatalError(DeimosError):
+    """The process must not go on: the runner stops every runnable instead of restarting the
+    one that raised it, and ``deimos run`` exits non-zero (a fenced transactional producer:
+    restarting it would only fence the instance that fenced it)."""

@@ -9,6 +9,7 @@ flight finishes, offsets are committed, producers flush; if that takes longer th
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from deimos.errors import FatalError
 from deimos.runtime import get_runtime
 
 log = logging.getLogger("deimos.runner")
@@ -40,6 +42,8 @@ class Executor:
         self._current: dict[int, Runnable] = {}
         self._lock = threading.Lock()
         self.crashes = 0
+        #: the :class:`~deimos.errors.FatalError` that stopped every runnable, if one did
+        self.fatal: FatalError | None = None
 
     def start(self) -> None:
         for i, factory in enumerate(self.factories):
@@ -60,6 +64,15 @@ class Executor:
                 if self._stop.is_set():
                     return
                 log.warning("runnable %s returned without being stopped; restarting", runnable)
+            except FatalError as fatal:
+                # not restarted: stop everything, the process must end
+                with self._lock:
+                    crashed = self._current.get(index)
+                log.error("%s cannot go on, stopping: %s", _name(crashed, index), fatal)
+                self.fatal = self.fatal or fatal
+                self._current.pop(index, None)
+                self.stop()
+                return
             except Exception:
                 self.crashes += 1
                 with self._lock:
@@ -157,15 +170,17 @@ def consumer_factories(names: Sequence[str] | None = None, *, event_loop: Any = 
     if names is not None and not names:
         return factories
     for cls, cs in consumer_settings_for(runtime, names):
-        def make(cls: type = cls, cs: Any = cs) -> Runnable:
-            return ConsumerLoop(cls, cs, get_runtime(), event_loop=event_loop)
+        def make(cls: type = cls, cs: Any = cs, index: int = 0) -> Runnable:
+            return ConsumerLoop(cls, cs, get_runtime(), event_loop=event_loop, index=index)
 
-        factories.extend([make] * cs.concurrency)
+        factories.extend(functools.partial(make, index=i) for i in range(cs.concurrency))
         if cs.on_error == "retry_topics":
-            def make_retry(cls: type = cls, cs: Any = cs) -> Runnable:
-                return RetryTopicsLoop(cls, cs, get_runtime(), event_loop=event_loop)
+            def make_retry(cls: type = cls, cs: Any = cs, index: int = 0) -> Runnable:
+                return RetryTopicsLoop(cls, cs, get_runtime(), event_loop=event_loop,
+                                       index=index)
 
-            factories.extend([make_retry] * cs.concurrency)
+            factories.extend(functools.partial(make_retry, index=i)
+                             for i in range(cs.concurrency))
     return factories
 
 
@@ -179,6 +194,8 @@ def run_until_stopped(executor: Executor, *, install_signals: bool = True,
     (:mod:`deimos.health`) serve the executor's state meanwhile.
 
     :returns: True when every runnable stopped and every message was delivered in time.
+    :raises FatalError: after the shutdown, when a runnable raised one (the executor stopped
+        every runnable for it).
     """
     from deimos import health
 
@@ -203,6 +220,8 @@ def run_until_stopped(executor: Executor, *, install_signals: bool = True,
         handler.uninstall()
         if server is not None:
             server.stop()
+    if executor.fatal is not None:
+        raise executor.fatal
     return clean and not undelivered
 
 

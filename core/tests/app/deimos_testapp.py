@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from typing import Any
 
-from deimos.consumer import AsyncConsumer, BatchConsumer
+from deimos.consumer import AsyncConsumer, BatchConsumer, Consumer
 
 
 def _append(path: str, text: str) -> None:
@@ -76,3 +77,50 @@ def setup() -> None:
         producer = type("SetupProducer", (deimos.Producer,), {"topic": topic})
         for i in range(int(os.environ.get("TESTAPP_PUBLISH_N", "1"))):
             producer.publish(f"setup-{i}", sync=True)
+
+
+class TransformConsumer(Consumer):
+    """A transactional pass-through for the Kafka transaction fault tests: each payload is
+    published to ``$TESTAPP_OUTPUT_TOPIC`` with its key, in the batch's transaction.
+
+    The kill point is the process's own, so no timing decides it: once ``$TESTAPP_KILL_AFTER``
+    messages were handled and the open transaction holds ``$TESTAPP_KILL_QUEUED`` outputs
+    (the middle of a batch), the process SIGKILLs itself, first sending the outputs to the
+    broker with ``$TESTAPP_KILL_FLUSH`` (else they die queued in the client). With
+    ``$TESTAPP_GATE``, once ``$TESTAPP_HOLD_AFTER`` messages were handled, the next
+    transaction waits for the gate file before its first output (noted in
+    ``$TESTAPP_STARTED``)."""
+
+    handled = 0
+
+    def consume(self, payload: Any, metadata: Any) -> None:
+        from deimos.kafka import transactions
+
+        tx = transactions.current()
+        assert tx is not None, "not in a transaction"
+        gate = os.environ.get("TESTAPP_GATE")
+        if gate and tx.queued == 0 and self.handled >= int(os.environ["TESTAPP_HOLD_AFTER"]):
+            _append(os.environ["TESTAPP_STARTED"], f"{payload}\n")
+            while not os.path.exists(gate):
+                time.sleep(0.01)
+        _output().publish(payload, key=metadata.raw_key.decode())
+        self.handled += 1
+        kill_after = int(os.environ.get("TESTAPP_KILL_AFTER", "0"))
+        if kill_after and self.handled >= kill_after and tx.queued >= int(
+                os.environ.get("TESTAPP_KILL_QUEUED", "100")):
+            if os.environ.get("TESTAPP_KILL_FLUSH"):
+                assert tx.producer.sp.producer.flush(10) == 0
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_output_class: Any = None
+
+
+def _output() -> Any:
+    global _output_class
+    if _output_class is None:
+        import deimos
+
+        _output_class = type("TransformOutput", (deimos.Producer,), {
+            "topic": os.environ["TESTAPP_OUTPUT_TOPIC"], "key_config": {"plain": True}})
+    return _output_class

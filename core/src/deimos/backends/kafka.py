@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from deimos.errors import PublishError
 from deimos.hookspecs import hookimpl
+from deimos.kafka import transactions
 from deimos.kafka.config import producer_config
 from deimos.kafka.producers import (
     SharedProducer,
@@ -69,6 +70,37 @@ def _async_producer(context: ProduceContext) -> tuple[SharedProducer, _AsyncRepo
     return hit
 
 
+#: what an aborted transaction's queued messages fail with: expected, not reported
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+class _TransactionReporter(_AsyncReporter):
+    """Reports a transaction's delivery failures, but not the purge of an aborted one's."""
+
+    __slots__ = ()
+
+    def __call__(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None and err.code() not in _PURGED:
+            super().__call__(err, msg)
+
+
+def _in_transaction(context: ProduceContext, messages: Sequence[Message]) -> bool:
+    """Queue ``messages`` in the Kafka transaction open in this context, when one is open
+    on the producer's cluster: True then (refusals raised as outside one)."""
+    tx = transactions.joining(context.settings)
+    if tx is None:
+        return False
+    reporter = context.extra.get("kafka.tx")
+    if reporter is None:
+        reporter = context.extra["kafka.tx"] = _TransactionReporter(context)
+    _report_refused(context.topic, tx.produce_all(context.topic, messages, reporter), reporter)
+    return True
+
+
+#: the open-transaction count: a publish outside any transaction reads one attribute of it
+_TX = transactions.OPEN
+
+
 def _queue_one(context: ProduceContext, messages: Sequence[Message]
                ) -> tuple[SharedProducer, _AsyncReporter] | None:
     """A per-message asynchronous publish queued at once (no loop, no partition lookup):
@@ -103,6 +135,8 @@ class KafkaBackend:
     @hookimpl
     def deimos_backend_execute(self, context: ProduceContext, messages: Sequence[Message],
                                sync: bool) -> None:
+        if _TX.count and _in_transaction(context, messages):
+            return  # in a transaction: the commit is the acknowledgement
         if sync:
             deliver(context.settings, context.topic, messages)
             return
@@ -116,6 +150,8 @@ class KafkaBackend:
                                            messages: Sequence[Message], sync: bool) -> None:
         """``apublish``: ``produce`` never blocks (a full local queue is awaited), so it runs
         on the event loop; ``sync`` awaits the delivery reports (:func:`adeliver`)."""
+        if _TX.count and _in_transaction(context, messages):
+            return
         if sync:
             await adeliver(context.settings, context.topic, messages)
             return
@@ -130,8 +166,11 @@ class KafkaBackend:
         when librdkafka's queue is full or refuses the message (it waits or reports)."""
         topic = context.topic
         state: list[Any] = [None, None]  # the shared producer in use, its bound produce
+        tx = _TX
 
         def send(m: Message) -> None:
+            if tx.count and _in_transaction(context, (m,)):
+                return
             hit = context.extra.get("kafka.async")
             if hit is None or hit[0].fatal is not None or hit[0].closed:
                 hit = _async_producer(context)
@@ -154,6 +193,7 @@ class KafkaBackend:
 
     @hookimpl
     def deimos_backend_close(self) -> None:
+        transactions.close_all()  # deimos.transaction()'s producers: nothing open is kept
         close_all()  # within producers.flush_timeout, for all producers together
 
 

@@ -20,12 +20,15 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from deimos.config import ConsumerSettings
 from deimos.consumer.api import _Base, _error, _partition, _topic
+from deimos.consumer.policy import Outcome
 from deimos.consumer.processor import MessageProcessor
+from deimos.consumer.transactions import BatchTransactions
 from deimos.errors import DeimosError
 from deimos.health import Heartbeat
 from deimos.kafka import connection as _connection
 from deimos.kafka.config import cluster_settings, consumer_config
 from deimos.kafka.statistics import StatisticsForwarder
+from deimos.kafka.transactions import TransactionAborted
 from deimos.runtime import Runtime, get_runtime
 
 log = logging.getLogger("deimos.consumer")
@@ -36,10 +39,13 @@ class ConsumerLoop:
 
     def __init__(self, cls: type[_Base], settings: ConsumerSettings,
                  runtime: Runtime | None = None, stop: threading.Event | None = None,
-                 event_loop: Any = None) -> None:
+                 event_loop: Any = None, index: int = 0) -> None:
         """``event_loop``: where an asyncio handler's coroutines run (an application's loop
-        running in another thread); by default an event loop of the consumer's thread."""
+        running in another thread); by default an event loop of the consumer's thread.
+        ``index``: which of the consumer's ``concurrency`` threads this is (a transactional
+        consumer's ``transactional.id`` names it)."""
         self.cls = cls
+        self.index = index
         self.settings = settings
         self.runtime = runtime or get_runtime()
         self.stop_event = stop or threading.Event()
@@ -56,6 +62,8 @@ class ConsumerLoop:
         self.assignment: set[tuple[str, int]] = set()
         #: the poll loop's last completed iteration (liveness)
         self.heartbeat = Heartbeat()
+        #: ``transactional = true``: the batch transactions (made when the loop starts)
+        self.tx: BatchTransactions | None = None
         self.connection: _connection.BrokerConnection | None = None
         #: the settings with this consumer's cluster as the ``kafka`` section
         self.kafka_settings = cluster_settings(self.runtime.settings, settings.cluster,
@@ -117,10 +125,16 @@ class ConsumerLoop:
 
     def _on_revoke(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         self.assignment -= {(tp.topic, tp.partition) for tp in partitions}
-        self._commit(consumer)
+        if self.tx is not None:
+            if self.tx.open:  # its offsets may belong to another member by now
+                self.tx.abort()
+        else:
+            self._commit(consumer)
         for tp in partitions:
             self._retries.pop((tp.topic, tp.partition), None)
             self.policy.forget(tp.topic, tp.partition)
+            for key in [k for k in self.processor.doomed if k[:2] == (tp.topic, tp.partition)]:
+                del self.processor.doomed[key]
 
     @staticmethod
     def _commit(consumer: KafkaConsumer) -> None:
@@ -142,6 +156,9 @@ class ConsumerLoop:
                  "bootstrap": str(base["bootstrap.servers"])}, lambda: self.runtime))
         self.connection = conn = _connection.connection(str(conf["bootstrap.servers"]))
         self.heartbeat.beat()
+        if cs.transactional:
+            # before the consumer joins: fences an older instance with the same id
+            self.tx = BatchTransactions(self.kafka_settings, cs, self.index)
         consumer = KafkaConsumer(conf)
         self.consumer = consumer
         topics = list(cs.topics)
@@ -176,15 +193,20 @@ class ConsumerLoop:
                         "runner.cancel_handlers_after were cancelled; their messages were not "
                         "committed", cs.name)
         finally:
-            self._commit(consumer)
+            if self.tx is None:
+                self._commit(consumer)
             consumer.close()
+            if self.tx is not None:
+                self.tx.close()  # what is open is aborted; nothing is committed on its own
+                self.tx = None
             self.processor.close()
             self.consumer = None
             self.assignment.clear()
             log.info("consumer %s stopped", cs.name)
 
-    def handle(self, consumer: KafkaConsumer, msgs: list[Any]) -> None:
-        """Process one polled batch: group by topic-partition, handle, store offsets."""
+    def _groups(self, msgs: list[Any]) -> dict[tuple[str, int], list[Any]] | None:
+        """A polled batch's messages by topic-partition, errors logged and left out (None:
+        nothing left)."""
         errs = list(map(_error, msgs))
         # not errs.count(None): KafkaError == None raises TypeError (a consumer subscribed to
         # a topic that does not exist yet crashed on its first error event). Every KafkaError
@@ -196,7 +218,7 @@ class ConsumerLoop:
                     log.error("consumer %s: %s", self.settings.name, err)
             msgs = [m for m, err in zip(msgs, errs) if err is None]
             if not msgs:
-                return
+                return None
         parts: list[int] = list(map(_partition, msgs))
         topics: list[str] | None = list(map(_topic, msgs)) if self._multi_topic else None
         groups: dict[tuple[str, int], list[Any]]
@@ -212,6 +234,17 @@ class ConsumerLoop:
                     groups[tp] = [m]
                 else:
                     g.append(m)
+        return groups
+
+    def handle(self, consumer: KafkaConsumer, msgs: list[Any]) -> None:
+        """Process one polled batch: group by topic-partition, handle, store offsets (or
+        commit them with the batch's transaction)."""
+        groups = self._groups(msgs)
+        if groups is None:
+            return
+        if self.tx is not None:
+            self._handle_in_transaction(consumer, groups, self.tx)
+            return
         for (topic, partition), group in groups.items():
             if self._retries and (topic, partition) in self._retries:
                 continue  # paused for a retry; re-read after the seek
@@ -232,8 +265,69 @@ class ConsumerLoop:
                 self._schedule_retry(consumer, topic, partition, outcome.retry_offset,
                                      outcome.retry)
 
+    def _handle_in_transaction(self, consumer: KafkaConsumer,
+                               groups: dict[tuple[str, int], list[Any]],
+                               tx: BatchTransactions) -> None:
+        """Process one polled batch in one Kafka transaction: what the handler published
+        and the offsets after what it handled commit together, or nothing does."""
+        processor, policy = self.processor, self.policy
+        offsets: dict[tuple[str, int], int] = {}
+        failed: tuple[str, int, Outcome] | None = None
+        tx.begin()
+        try:
+            for (topic, partition), group in groups.items():
+                if self._retries and (topic, partition) in self._retries:
+                    continue  # paused for a retry; re-read after the seek
+                outcome = processor.process(group)
+                if outcome.retry is not None or outcome.stop is not None:
+                    failed = (topic, partition, outcome)
+                    break
+                if outcome.handled:
+                    offsets[(topic, partition)] = group[outcome.handled - 1].offset() + 1
+                policy.done(topic, partition, group, outcome)
+        except BaseException:
+            self._abort(consumer, groups, tx)
+            raise
+        if failed is None:
+            try:
+                tx.commit(consumer, offsets)
+            except TransactionAborted as aborted:
+                # abortable (not the handler's doing): the whole batch again, nothing counted
+                log.warning("consumer %s: %s; handling the batch again", self.settings.name,
+                            aborted)
+                tx.rewind(consumer, groups, self._retries)
+                return
+            if processor.doomed:
+                processor.forget_doomed(offsets)
+            return
+        topic, partition, outcome = failed
+        paused = {(topic, partition)} if outcome.stop is None and not outcome.give_up else set()
+        self._abort(consumer, groups, tx, skip=paused)
+        if outcome.stop is not None:
+            raise outcome.stop
+        error, offset = outcome.retry, outcome.retry_offset
+        assert error is not None and offset is not None
+        first = groups[(topic, partition)][0].offset()
+        if outcome.give_up:
+            if self.settings.on_error == "raise":
+                raise error
+            # on_error applies when the aborted batch is read again (its outputs are gone)
+            processor.doomed[(topic, partition, offset)] = (error, outcome.give_up)
+            return
+        self._schedule_retry(consumer, topic, partition, offset, error, seek_to=first)
+
+    def _abort(self, consumer: KafkaConsumer, groups: dict[tuple[str, int], list[Any]],
+               tx: BatchTransactions, skip: Any = ()) -> None:
+        """Abort the batch's transaction and read its messages again (from the first of each
+        partition: what was handled before a failure is aborted too)."""
+        tx.abort()
+        tx.rewind(consumer, groups, set(skip) | set(self._retries))
+
     def _schedule_retry(self, consumer: KafkaConsumer, topic: str, partition: int,
-                        offset: int, error: BaseException) -> None:
+                        offset: int, error: BaseException, seek_to: int | None = None
+                        ) -> None:
+        """Pause the partition for the policy's delay, then read it again from the failed
+        message (``seek_to``: from an earlier one, the first of an aborted transaction)."""
         retry = self.policy.failed(topic, partition, offset, error)
         if retry.counted:
             limit = "no limit" if self.policy.forever else f"of {self.policy.attempts}"
@@ -246,7 +340,8 @@ class ConsumerLoop:
                         "retry.attempts), retrying in %.2fs: %s", self.settings.name, topic,
                         partition, offset, retry.delay, error)
         consumer.pause([TopicPartition(topic, partition)])
-        self._retries[(topic, partition)] = (offset, time.monotonic() + retry.delay)
+        self._retries[(topic, partition)] = (offset if seek_to is None else seek_to,
+                                             time.monotonic() + retry.delay)
         self.processor.telemetry.increment(
             "retries", 1, {"topic": topic, "consumer_group": self.processor.group})
 

@@ -46,12 +46,17 @@ class Outcome:
     may be stored. Then at most one of: ``retry`` (try the message at ``retry_offset`` again,
     after the policy's delay) or ``stop`` (the consumer must stop: ``on_error = "raise"``, a
     fatal error, a dead letter that could not be written).
+
+    ``give_up`` (transactional consumers only): the message at ``retry_offset`` used up its
+    retries on this attempt number; ``on_error`` applies to it once the aborted transaction's
+    messages are read again (nothing of a failed handler call may commit).
     """
 
     handled: int
     retry: BaseException | None = None
     retry_offset: int | None = None
     stop: BaseException | None = None
+    give_up: int = 0
 
     @property
     def transient(self) -> bool:

@@ -7,6 +7,7 @@ it messages and act on the :class:`~deimos.consumer.policy.Outcome` it returns.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,12 @@ class MessageProcessor(HandlerCalls):
         self._tagsets: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
         #: messages skipped by this processor (also counted in telemetry)
         self.skipped = 0
+        #: ``transactional = true``: a failed handler call ends the pass (its transaction is
+        #: aborted), even when the message is given up on
+        self.transactional = settings.transactional
+        #: (topic, partition, offset) -> (error, attempts): messages given up on in an
+        #: aborted transaction, to which ``on_error`` applies when they are read again
+        self.doomed: dict[tuple[str, int, int], tuple[BaseException, int]] = {}
 
     def close(self) -> None:
         """Release the worker threads and the own event loop, if any."""
@@ -172,6 +179,8 @@ class MessageProcessor(HandlerCalls):
             payloads, keys, decode_errors = self.decoder.decode(topic, msgs)
         except TransientError as waiting:
             return Outcome(0, waiting, first.offset())
+        if self.doomed:
+            decode_errors = self._with_doomed(topic, partition, msgs, decode_errors)
         tags = self.tagset(topic, partition)
         tel = self.telemetry
         self._log_payloads(topic, partition, msgs, payloads, keys)
@@ -185,6 +194,31 @@ class MessageProcessor(HandlerCalls):
                                        tags)
         return self._process_messages(msgs, payloads, keys, decode_errors, topic, partition,
                                       tags)
+
+    def _with_doomed(self, topic: str, partition: int, msgs: list[Any],
+                     decode_errors: dict[int, BaseException]) -> dict[int, BaseException]:
+        """``decode_errors`` plus the messages given up on in an aborted transaction: both
+        go to ``on_error`` without a handler call."""
+        doomed = self.doomed
+        merged = dict(decode_errors)
+        for i, m in enumerate(msgs):
+            hit = doomed.get((topic, partition, m.offset()))
+            if hit is not None:
+                merged[i] = hit[0]
+        return merged
+
+    def attempts_of(self, msg: Any) -> int:
+        """The attempts made at a message given up on without a handler call (1 for one
+        that could not be decoded)."""
+        hit = self.doomed.get((msg.topic(), msg.partition(), msg.offset())) if self.doomed \
+            else None
+        return hit[1] if hit is not None else 1
+
+    def forget_doomed(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Committed up to ``offsets``: the doomed messages before them are done."""
+        for key in [k for k in self.doomed if (k[0], k[1]) in offsets
+                    and k[2] < offsets[(k[0], k[1])]]:
+            del self.doomed[key]
 
     def _process_messages(self, msgs: list[Any], payloads: list[Any], keys: list[Any] | None,
                           decode_errors: dict[int, BaseException], topic: str, partition: int,
@@ -201,7 +235,8 @@ class MessageProcessor(HandlerCalls):
                     bad = [i for i in decode_errors if i >= ok]
                     if bad and min(bad) == ok:
                         try:
-                            self.give_up(msgs[ok], decode_errors[ok], 1)
+                            self.give_up(msgs[ok], decode_errors[ok],
+                                         self.attempts_of(msgs[ok]))
                         except Exception as raised:
                             raise Stop(ok, raised) from raised
                         ok += 1
@@ -223,6 +258,8 @@ class MessageProcessor(HandlerCalls):
                 attempt = self.policy.attempt(topic, partition, m.offset())
                 if not self.policy.exhausted(attempt):
                     return Outcome(i, exc, m.offset())
+                if self.transactional:
+                    return Outcome(i, exc, m.offset(), give_up=attempt)
                 try:
                     self.give_up(m, exc, attempt, payloads[i], md)
                 except Exception as raised:
@@ -247,9 +284,10 @@ class MessageProcessor(HandlerCalls):
                             msgs[done:bad], payloads[done:bad],
                             None if keys is None else keys[done:bad], {}, topic, partition, tags)
                         if part.retry is not None:
-                            return Outcome(done + part.handled, part.retry, part.retry_offset)
+                            return dataclasses.replace(part, handled=done + part.handled)
                     try:
-                        self.give_up(msgs[bad], decode_errors[bad], 1)
+                        self.give_up(msgs[bad], decode_errors[bad],
+                                     self.attempts_of(msgs[bad]))
                     except Exception as stop:
                         raise Stop(bad - done, stop) from stop
                     done = bad + 1
@@ -257,7 +295,7 @@ class MessageProcessor(HandlerCalls):
                     part = self._process_batch(
                         msgs[done:], payloads[done:], None if keys is None else keys[done:],
                         {}, topic, partition, tags)
-                    return Outcome(done + part.handled, part.retry, part.retry_offset)
+                    return dataclasses.replace(part, handled=done + part.handled)
             except Stop as stop:
                 raise Stop(done + stop.handled, stop.error) from stop.error
             return Outcome(len(msgs))
@@ -286,6 +324,10 @@ class MessageProcessor(HandlerCalls):
             attempt = self.policy.attempt(topic, partition, failed.offset())
             if not self.policy.exhausted(attempt):
                 return Outcome(index, cause, failed.offset())
+            if self.transactional:
+                # nothing of the failed call may commit: the message it names (the first
+                # without a BatchError) is given up on when the batch is read again
+                return Outcome(index, cause, failed.offset(), give_up=attempt)
             # retries used up: find the bad message(s) one at a time so the rest get through
             for j in range(index, n):
                 one = md.slice(j, j + 1)

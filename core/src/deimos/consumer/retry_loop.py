@@ -45,9 +45,9 @@ class RetryTopicsLoop(ConsumerLoop):
 
     def __init__(self, cls: type[_Base], settings: ConsumerSettings,
                  runtime: Runtime | None = None, stop: threading.Event | None = None,
-                 event_loop: Any = None) -> None:
+                 event_loop: Any = None, index: int = 0) -> None:
         """``settings``: the consumer's own (the main topics'); the loop reads its rungs."""
-        super().__init__(cls, retry_settings(settings), runtime, stop, event_loop)
+        super().__init__(cls, retry_settings(settings), runtime, stop, event_loop, index=index)
         p = self.processor
         # forwards and decoding by the original topics, which the retry settings do not name
         p.dead_letters, p.decoder = dead_letters_for(p.handler, settings, self.runtime,

@@ -86,6 +86,11 @@ def check_settings(cs: ConsumerSettings) -> None:
                             "topics named in topics, not topic_pattern: the retry consumer "
                             "must know which retry topics to read (and the pattern could "
                             "match them too)")])
+    if cs.transactional:
+        raise ConfigError([(f"{where}.transactional", "on_error 'retry_topics' forwards a "
+                            "failed message and moves on, which a transaction of the batch "
+                            "would abort with it: use one of them (a transactional consumer "
+                            "retries in place, or dead-letters within its transaction)")])
 
 
 class Ladder:

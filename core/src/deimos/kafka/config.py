@@ -132,7 +132,11 @@ def consumer_config(settings: Settings, cs: ConsumerSettings) -> dict[str, Any]:
         # librdkafka waits 1000 ms before fetching again once its prefetch queue was full; a
         # consumer that drains the queue faster than that would sit idle for the rest
         "fetch.queue.backoff.ms": 50,
+        "isolation.level": cs.isolation_level,
     })
+    if cs.transactional:
+        # offsets go with the transaction (send_offsets_to_transaction), never on their own
+        conf["enable.auto.commit"] = False
     if cs.group_protocol == "consumer":
         conf["group.protocol"] = "consumer"
         bad = [k for k in CLASSIC_ONLY if k in cs.config]

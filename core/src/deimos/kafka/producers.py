@@ -42,6 +42,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from deimos.config import Settings
 from deimos.errors import PublishError
 from deimos.kafka import connection as _connection
+from deimos.kafka import transactions as _transactions
 from deimos.kafka.config import producer_entry
 from deimos.kafka.statistics import StatisticsForwarder
 from deimos.message import Message
@@ -461,7 +462,12 @@ def deliver(settings: Settings, topic: str, messages: Sequence[Message],
             timeout: float | None = None) -> None:
     """Send ``messages`` to ``topic`` and wait for the broker's acknowledgement of exactly
     these messages (other threads' traffic is not waited for); raises :class:`PublishError`
-    naming the failures. Used by the ``kafka`` backend and for dead letters."""
+    naming the failures. Used by the ``kafka`` backend and for dead letters.
+
+    Inside a Kafka transaction on the same cluster the messages are queued in it: the commit
+    is their acknowledgement (a delivery failure fails it)."""
+    if _transactions.OPEN.count and _in_transaction(settings, topic, messages):
+        return
     timeout = settings.producers.sync_timeout if timeout is None else timeout
     sp = shared_producer(settings, reports=True)
     _drain_async(settings, topic, timeout)
@@ -478,6 +484,8 @@ async def adeliver(settings: Settings, topic: str, messages: Sequence[Message],
     """:func:`deliver` from a coroutine: the delivery reports resolve a future of the
     running loop; what could block (an earlier asynchronous backlog to drain, a stuck
     producer's check) runs in a worker thread."""
+    if _transactions.OPEN.count and _in_transaction(settings, topic, messages):
+        return
     timeout = settings.producers.sync_timeout if timeout is None else timeout
     sp = shared_producer(settings, reports=True)
     if _async_backlog(settings, topic):
@@ -490,6 +498,18 @@ async def adeliver(settings: Settings, topic: str, messages: Sequence[Message],
     if refused or waiter.failures or not waiter.done.is_set():
         await asyncio.to_thread(_raise_failures, sp, topic, len(messages), refused, waiter,
                                 timeout)
+
+
+def _in_transaction(settings: Settings, topic: str, messages: Sequence[Message]) -> bool:
+    """``messages`` queued in the context's open transaction on their cluster: True."""
+    tx = _transactions.joining(settings)
+    if tx is None:
+        return False
+    refused = tx.produce_all(topic, messages, None)
+    if refused:
+        raise PublishError(f"{len(refused)} of {len(messages)} message(s) to {topic!r} were "
+                           f"refused by the client: {refused[0][1]}", list(refused))
+    return True
 
 
 def _raise_failures(sp: SharedProducer, topic: str, n: int,
