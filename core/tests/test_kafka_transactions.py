@@ -206,6 +206,40 @@ def _retried_once(kafka: str, deimos_topic: Any, send_before_failing: bool) -> N
     assert read_values(kafka, out, "read_committed", until=10) == [f"v{i}-out" for i in range(10)]
 
 
+def test_a_failure_rewinds_every_batch_of_the_open_transaction_and_a_stop_commits_it(
+        kafka: str, deimos_topic: Any) -> None:
+    """transaction_interval spans batches: a failure in the fifth batch aborts the four
+    before it too, so they are handled again; stopping commits what the open one holds."""
+    deimos.configure(producers={"config": KEEP_QUEUED})
+    source, out = deimos_topic(), deimos_topic()
+    _produce(kafka, source, [f"v{i}" for i in range(30)])
+    Out = _output_producer(out)
+    calls: list[str] = []
+
+    class Flaky(Consumer):
+        def consume(self, payload: Any, metadata: Any) -> None:
+            calls.append(payload)
+            Out.publish(f"{payload}-out")
+            if payload == "v22" and calls.count("v22") == 1:
+                raise ValueError("first attempt")
+
+    Flaky.topic = source
+    settings = group_settings(Flaky, transactional=True, max_batch_size=5,
+                              transaction_interval=600,  # nothing commits before the stop
+                              transactional_id=f"t-{uuid.uuid4().hex[:8]}",
+                              retry={"attempts": 3, "backoff": 0})
+    loop = LoopThread(Flaky, settings).start()
+    try:
+        wait_for(lambda: len(calls) == 23 + 30, what="the rewound transaction handled")
+        assert committed(kafka, settings.group_id, source) < 0  # still open: nothing stored
+    finally:
+        loop.stop()
+    assert loop.error is None
+    assert calls == [f"v{i}" for i in range(23)] + [f"v{i}" for i in range(30)]
+    assert committed(kafka, settings.group_id, source) == 30
+    assert read_values(kafka, out, "read_committed", until=30) == [f"v{i}-out" for i in range(30)]
+
+
 def test_a_failing_handlers_queued_outputs_are_aborted_and_the_message_retried(
         kafka: str, deimos_topic: Any) -> None:
     deimos.configure(producers={"config": KEEP_QUEUED})

@@ -61,6 +61,9 @@ topics = ["{source}"]
 group_id = "{group}"
 transactional = true
 transactional_id = "{prefix}"
+# a transaction per polled batch: the process's kill and hold points count per transaction
+# (test_kafka_transactions.py rewinds a transaction of several batches)
+transaction_interval = 0
 max_batch_size = 500
 max_wait_time = 0.2
 config = {{ {SESSION} }}

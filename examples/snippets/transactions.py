@@ -35,7 +35,7 @@ class Invoicing(Consumer):
     topic = "orders"
     group_id = "invoicing"
     key_config = "plain"
-    transactional = True               # outputs + offsets: one Kafka transaction per batch
+    transactional = True               # outputs + offsets commit in Kafka transactions
     transactional_id = "invoicing-1"   # unique per running instance of the service
 
     def consume(self, payload: Any, metadata: Metadata) -> None:

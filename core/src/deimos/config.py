@@ -449,8 +449,14 @@ class ConsumerSettings(OwnSchemaSettings):
         "plugin that keeps an inbox, such as deimos-db; docs/exactly-once.md)")
     transactional: bool = Field(
         False, description="Kafka exactly-once: what the handler publishes through the kafka "
-        "backends and the consumed offsets commit in one Kafka transaction per polled batch "
-        "(needs transactional_id; docs/exactly-once.md)")
+        "backends and the consumed offsets commit together in Kafka transactions (needs "
+        "transactional_id; docs/exactly-once.md)")
+    transaction_interval: float = Field(
+        0.1, ge=0, description="seconds a transactional consumer's transaction stays open "
+        "over polled batches before it commits (Kafka Streams' commit.interval.ms under "
+        "exactly-once, 100 ms): the commit's round trips are paid once per interval instead "
+        "of once per batch; a failure rewinds every batch of the open transaction; 0 commits "
+        "each polled batch")
     transactional_id: str | None = Field(
         None, description="prefix of the transactional.id of a transactional consumer: the "
         "id is '<prefix>-<consumer name>-<thread index>'; unique per running instance of the "

@@ -126,8 +126,17 @@ class ConsumerLoop:
     def _on_revoke(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         self.assignment -= {(tp.topic, tp.partition) for tp in partitions}
         if self.tx is not None:
-            if self.tx.open:  # its offsets may belong to another member by now
-                self.tx.abort()
+            if self.tx.open:
+                # still this member's partitions while the callback runs (Kafka Streams
+                # commits here too); an abort reads what it held again
+                try:
+                    self._commit_transaction(consumer, self.tx)
+                except Exception as exc:
+                    log.warning("consumer %s: the open transaction could not commit at a "
+                                "rebalance: %s", self.settings.name, exc)
+                    if self.tx.open:
+                        self.tx.abort()
+                    self.tx.rewind(consumer, self._retries)  # kept partitions read again
         else:
             self._commit(consumer)
         for tp in partitions:
@@ -181,7 +190,11 @@ class ConsumerLoop:
                     if conn.failing:
                         conn.reachable()
                     self.handle(consumer, msgs)
+                elif self.tx is not None and self.tx.due():
+                    self._commit_transaction(consumer, self.tx)  # nothing more came
                 beat()
+            if self.tx is not None and self.tx.open:
+                self._commit_transaction(consumer, self.tx)  # stopped: keep what was done
         except asyncio.CancelledError as cancelled:
             if not self.stop_event.is_set():
                 # not the shutdown's (a task of the application's cancelled the handler):
@@ -271,9 +284,10 @@ class ConsumerLoop:
         """Process one polled batch in one Kafka transaction: what the handler published
         and the offsets after what it handled commit together, or nothing does."""
         processor, policy = self.processor, self.policy
-        offsets: dict[tuple[str, int], int] = {}
+        offsets = tx.offsets
         failed: tuple[str, int, Outcome] | None = None
         tx.begin()
+        tx.read({tp: g for tp, g in groups.items() if tp not in self._retries})
         try:
             for (topic, partition), group in groups.items():
                 if self._retries and (topic, partition) in self._retries:
@@ -286,28 +300,21 @@ class ConsumerLoop:
                     offsets[(topic, partition)] = group[outcome.handled - 1].offset() + 1
                 policy.done(topic, partition, group, outcome)
         except BaseException:
-            self._abort(consumer, groups, tx)
+            self._abort(consumer, tx)
             raise
         if failed is None:
-            try:
-                tx.commit(consumer, offsets)
-            except TransactionAborted as aborted:
-                # abortable (not the handler's doing): the whole batch again, nothing counted
-                log.warning("consumer %s: %s; handling the batch again", self.settings.name,
-                            aborted)
-                tx.rewind(consumer, groups, self._retries)
-                return
-            if processor.doomed:
-                processor.forget_doomed(offsets)
+            if tx.due():
+                self._commit_transaction(consumer, tx)
             return
         topic, partition, outcome = failed
         paused = {(topic, partition)} if outcome.stop is None and not outcome.give_up else set()
-        self._abort(consumer, groups, tx, skip=paused)
+        # the failed partition's first message of the transaction: where its retry reads again
+        first = tx.first.get((topic, partition), groups[(topic, partition)][0].offset())
+        self._abort(consumer, tx, skip=paused)
         if outcome.stop is not None:
             raise outcome.stop
         error, offset = outcome.retry, outcome.retry_offset
         assert error is not None and offset is not None
-        first = groups[(topic, partition)][0].offset()
         if outcome.give_up:
             if self.settings.on_error == "raise":
                 raise error
@@ -316,12 +323,24 @@ class ConsumerLoop:
             return
         self._schedule_retry(consumer, topic, partition, offset, error, seek_to=first)
 
-    def _abort(self, consumer: KafkaConsumer, groups: dict[tuple[str, int], list[Any]],
-               tx: BatchTransactions, skip: Any = ()) -> None:
-        """Abort the batch's transaction and read its messages again (from the first of each
-        partition: what was handled before a failure is aborted too)."""
+    def _commit_transaction(self, consumer: KafkaConsumer, tx: BatchTransactions) -> None:
+        """Commit the open transaction; an abortable error (not the handler's doing) reads
+        everything it held again, nothing counted."""
+        try:
+            committed = tx.commit(consumer)
+        except TransactionAborted as aborted:
+            log.warning("consumer %s: %s; handling its messages again", self.settings.name,
+                        aborted)
+            tx.rewind(consumer, self._retries)
+            return
+        if self.processor.doomed:
+            self.processor.forget_doomed(committed)
+
+    def _abort(self, consumer: KafkaConsumer, tx: BatchTransactions, skip: Any = ()) -> None:
+        """Abort the open transaction and read its messages again (from the first it read
+        of each partition: what was handled before a failure is aborted too)."""
         tx.abort()
-        tx.rewind(consumer, groups, set(skip) | set(self._retries))
+        tx.rewind(consumer, set(skip) | set(self._retries))
 
     def _schedule_retry(self, consumer: KafkaConsumer, topic: str, partition: int,
                         offset: int, error: BaseException, seek_to: int | None = None
