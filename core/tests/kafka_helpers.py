@@ -28,8 +28,9 @@ def group_settings(cls: type, **overrides: Any) -> Any:
 class LoopThread:
     """Runs a ConsumerLoop in a thread and records what ended it."""
 
-    def __init__(self, cls: type, settings: Any) -> None:
-        self.loop = ConsumerLoop(cls, settings)
+    def __init__(self, cls: type, settings: Any, loop: ConsumerLoop | None = None) -> None:
+        """``loop``: one made already (a subclass, a hook replaced), else a ConsumerLoop."""
+        self.loop = loop if loop is not None else ConsumerLoop(cls, settings)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 

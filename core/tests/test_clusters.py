@@ -4,7 +4,7 @@ properties get a producer of their own, dead letters go to the consumer's cluste
 ``dead_letter_cluster`` says otherwise, and ``deimos tail``/``lag``/``topics`` take
 ``--cluster``.
 
-The second broker is an embedded Tansu started for this module only (the session broker is
+The second broker is an embedded Tansu (``deimos_second_kafka``, per module; the session broker is
 the default cluster). Every check reads both brokers: a message on the wrong one fails it.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +31,17 @@ from deimos.kafka import producers as kafka_producers
 from deimos.kafka.config import cluster_settings, producer_config
 from deimos.lag import LagReporter
 from deimos.runtime import Runtime
-from deimos.testing.broker import EmbeddedBroker, create_topic, has_embedded_broker
+from deimos.testing.broker import create_topic
 
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture(scope="module")
-def second_kafka() -> Iterator[str]:
-    """A second broker for this module: the ``analytics`` cluster."""
-    if not has_embedded_broker():  # pragma: no cover - the dev environment has Tansu
-        pytest.skip("a second broker needs the embedded broker (Tansu)")
-    b = EmbeddedBroker().start()
-    try:
-        yield b.bootstrap_servers
-    finally:
-        b.kill()  # memory storage: nothing to flush, and SIGTERM takes Tansu seconds
-
-
 @pytest.fixture
-def two(deimos_kafka: str, second_kafka: str, deimos_reset: None) -> tuple[str, str]:
+def two(deimos_kafka: str, deimos_second_kafka: str, deimos_reset: None) -> tuple[str, str]:
     deimos.configure(kafka={"bootstrap_servers": deimos_kafka,
-                            "clusters": {"analytics": {"bootstrap_servers": second_kafka}}},
+                            "clusters": {"analytics": {"bootstrap_servers": deimos_second_kafka}}},
                      producers={"backend": "kafka"})
-    return deimos_kafka, second_kafka
+    return deimos_kafka, deimos_second_kafka
 
 
 def _both(a: str, b: str) -> str:

