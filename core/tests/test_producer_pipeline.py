@@ -139,6 +139,20 @@ def test_invalid_payload_fails_before_any_message_of_the_call_is_sent(recording)
     assert recording.calls == []
 
 
+def test_text_that_is_not_utf8_encodable_is_refused_by_publish_and_publish_list(recording):
+    # publish() encodes plain text inline: a lone surrogate must still give the schema error
+    class P(deimos.Producer):
+        topic = "t"
+        key_config = "plain"
+
+    for call in (lambda: P.publish("bad \ud800", key="k"),
+                 lambda: P.publish_list(["bad \ud800"], keys=["k"])):
+        with pytest.raises(SchemaValidationError, match="not encodable as UTF-8"):
+            call()
+    P.publish("fine é", key="k")
+    assert [m.encoded_payload for m in sent(recording)] == ["fine é".encode()]
+
+
 def test_sync_flag_reaches_the_backend_and_defaults_per_backend(recording):
     class P(deimos.Producer):
         topic = "t"
@@ -179,6 +193,29 @@ def test_disable_producers_is_scoped_per_class_and_nested_across_threads(recordi
     release.set()
     t.join(5)
     assert not deimos.producers_disabled(A)
+
+
+def test_publish_after_the_fast_path_is_filled_still_honours_disable_blocks_and_new_topics(
+        recording):
+    # publish() keeps one lookup per class after its first call: a disable block opened
+    # later, a topic assigned later and new settings must each still take effect
+    class A(deimos.Producer):
+        topic = "a"
+
+    A.publish("first")
+    A.publish("fast")
+    with deimos.disable_producers(A):
+        A.publish("dropped")
+    with deimos.disable_producers():
+        A.publish("dropped too")
+    A.publish("back")
+    A.topic = "a2"
+    A.publish("moved")
+    assert [(m.topic, m.payload) for m in sent(recording)] == [
+        ("a", "first"), ("a", "fast"), ("a", "back"), ("a2", "moved")]
+    deimos.configure(producers={"backend": "recording", "disabled": True})
+    A.publish("disabled by settings")
+    assert len(sent(recording)) == 4
 
 
 def test_global_disabled_setting_sends_nothing(recording):

@@ -186,25 +186,28 @@ class KafkaBackend:
         """``publish()``'s path: one ``produce`` call, falling back to the general path
         when librdkafka's queue is full or refuses the message (it waits or reports)."""
         topic = context.topic
-        state: list[Any] = [None, None]  # the shared producer in use, its bound produce
         tx = _TX
+        # the shared producer in use, its bound produce and the failure reporter: closure
+        # cells (the fastest reads), refreshed when that producer is replaced or closed
+        sp: SharedProducer | None = None
+        produce: Any = None
+        reporter: Any = None
 
         def send(m: Message) -> None:
+            nonlocal sp, produce, reporter
             if tx.count and _in_transaction(context, (m,)):
                 return
-            hit = context.extra.get("kafka.async")
-            if hit is None or hit[0].fatal is not None or hit[0].closed:
-                hit = _async_producer(context)
-            if hit[0] is not state[0]:
-                state[0], state[1] = hit[0], hit[0].producer.produce
+            if sp is None or sp.fatal is not None or sp.closed:
+                sp, reporter = _async_producer(context)
+                produce = sp.producer.produce
             try:
                 if m.headers is None:
-                    state[1](topic, m.encoded_payload, m.encoded_key, -1, hit[1])
+                    produce(topic, m.encoded_payload, m.encoded_key, -1, reporter)
                 else:
-                    state[1](topic, m.encoded_payload, m.encoded_key, -1, hit[1],
-                             headers=m.headers)
+                    produce(topic, m.encoded_payload, m.encoded_key, -1, reporter,
+                            headers=m.headers)
             except (BufferError, KafkaException):  # full or refused: the general path
-                _report_refused(topic, hit[0].produce_all(topic, (m,), hit[1]), hit[1])
+                _report_refused(topic, sp.produce_all(topic, (m,), reporter), reporter)
 
         return send
 

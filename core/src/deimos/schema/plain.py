@@ -54,6 +54,7 @@ class PlainSchemaBackend:
                 return p
             return _bad(context, p)
 
+        encode.utf8_text = True  # type: ignore[attr-defined]  # publish() encodes str inline
         return encode
 
     @hookimpl
