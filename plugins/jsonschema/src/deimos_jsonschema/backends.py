@@ -31,6 +31,7 @@ from deimos.schema.base import (
     SchemaContext,
     SchemaField,
     decode_plain_keys,
+    encode_plain_key,
     encode_plain_keys,
     key_field_name,
     key_records,
@@ -131,6 +132,24 @@ class Codec:
             raise SchemaValidationError(errors, topic)
         return out
 
+    def encoder(self, header: bytes, topic: str) -> Callable[[Any], bytes | None]:
+        """:meth:`encode_all` for one payload (``publish()``'s path): a payload the coercion
+        vouched for, or that passes the compiled check, is serialized at once; anything
+        else (a tombstone, an invalid payload) goes through :meth:`encode_all`, so its
+        errors are the list hook's."""
+        check, enc, pop, encode_all = self.check, _encode_json, self._vouched.pop, \
+            self.encode_all
+
+        def encode(p: Any) -> bytes | None:
+            if p is not None and (pop(id(p), None) is p or (check is not None and check(p))):
+                try:
+                    return header + enc(p)
+                except (TypeError, ValueError):
+                    pass  # encode_all reports it
+            return encode_all(header, (p,), topic)[0]
+
+        return encode
+
     def decode_one(self, data: bytes, offset: int, what: str) -> Any:
         try:
             value = _decode_json(data[offset:] if offset else data)
@@ -188,6 +207,15 @@ class JsonBackend:
         codec = _state(context).value()
         assert codec is not None
         return codec.encode_all(self._header(context, codec), payloads, context.topic)
+
+    @hookimpl
+    def deimos_schema_encoder(self, context: SchemaContext, role: str
+                              ) -> Callable[[Any], bytes | None] | None:
+        if role == "key":
+            return encode_plain_key if context.key_config.kind in ("plain", "none") else None
+        codec = _state(context).value()
+        assert codec is not None
+        return codec.encoder(self._header(context, codec), context.topic)
 
     @hookimpl
     def deimos_schema_decode(self, context: SchemaContext, data: Sequence[bytes | None]

@@ -21,7 +21,7 @@ already a message of the schema's class is serialized without any conversion.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import click
@@ -36,6 +36,7 @@ from deimos.schema.base import (
     SchemaContext,
     SchemaField,
     decode_plain_keys,
+    encode_plain_key,
     encode_plain_keys,
     key_records,
 )
@@ -90,6 +91,23 @@ class Codec:
             raise CoercionError(exc.errors, topic) from None
         except EncodeError:  # a proto2 required field is missing
             raise self.invalid(payloads, topic) from None
+
+
+    def serializer(self, header: bytes, topic: str) -> Callable[[Any], bytes | None]:
+        """:meth:`serialize_all` for one payload (``publish()``'s path): a message of our
+        class is serialized at once, anything else goes through :meth:`serialize_all`
+        (conversion, and the list hook's errors)."""
+        cls, serialize_all, invalid = self.cls, self.serialize_all, self.invalid
+
+        def encode(p: Any) -> bytes | None:
+            if type(p) is cls:
+                try:
+                    return header + p.SerializeToString()
+                except EncodeError:  # a proto2 required field is missing
+                    raise invalid((p,), topic) from None
+            return serialize_all(header, (p,), topic)[0]
+
+        return encode
 
 
 class _State(CodecState[Codec]):
@@ -151,6 +169,15 @@ class ProtoBackend:
         codec = _state(context).value()
         assert codec is not None
         return codec.serialize_all(self._header(context, codec), payloads, context.topic)
+
+    @hookimpl
+    def deimos_schema_encoder(self, context: SchemaContext, role: str
+                              ) -> Callable[[Any], bytes | None] | None:
+        if role == "key":
+            return encode_plain_key if context.key_config.kind in ("plain", "none") else None
+        codec = _state(context).value()
+        assert codec is not None
+        return codec.serializer(self._header(context, codec), context.topic)
 
     @hookimpl
     def deimos_schema_decode(self, context: SchemaContext, data: Sequence[bytes | None]
