@@ -15,10 +15,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from deimos.errors import FatalError
 from deimos.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
+
+    from deimos.config import Settings
 
 log = logging.getLogger("deimos.runner")
 
@@ -122,6 +127,33 @@ class Executor:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.join(get_runtime().settings.runner.shutdown_timeout)
+
+
+class ExecutorGroup:
+    """Runnables of one kind on an :class:`Executor` of their own, for embedding in an
+    application (the DB producer's and the DB poller's groups): ``start()``/``stop()``/
+    ``join()``, and a ``with`` block that stops and joins within
+    ``runner.shutdown_timeout``. Subclasses set :attr:`settings` and :attr:`executor`."""
+
+    settings: Settings
+    executor: Executor
+
+    def start(self) -> Self:
+        self.executor.start()
+        return self
+
+    def stop(self) -> None:
+        self.executor.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self.executor.join(timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join(self.settings.runner.shutdown_timeout)
 
 
 def _name(runnable: Any, index: int) -> str:

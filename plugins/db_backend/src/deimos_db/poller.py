@@ -45,7 +45,7 @@ from deimos.consumer import import_class
 from deimos.errors import DeimosError
 from deimos.health import Heartbeat
 from deimos.retry import Backoff
-from deimos.runner import Executor, Runnable, run_until_stopped
+from deimos.runner import Executor, ExecutorGroup, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
 from deimos.telemetry import Telemetry
 
@@ -424,7 +424,7 @@ def poller_factories(settings: Settings | None = None, names: Sequence[str] | No
     return [factory(c) for c in poller_settings(resolved, names)]
 
 
-class DbPollerGroup:
+class DbPollerGroup(ExecutorGroup):
     """The configured pollers in threads, restarted if they crash; ``start``/``stop``/``join``
     or a ``with`` block to embed them in your process."""
 
@@ -436,23 +436,6 @@ class DbPollerGroup:
             raise DeimosError("no DB pollers are configured (add [[db.pollers]] entries)")
         self.executor = Executor(factories, restart_delay=self.settings.runner.restart_delay,
                                  name="deimos-db-poller")
-
-    def start(self) -> DbPollerGroup:
-        self.executor.start()
-        return self
-
-    def stop(self) -> None:
-        self.executor.stop()
-
-    def join(self, timeout: float | None = None) -> bool:
-        return self.executor.join(timeout)
-
-    def __enter__(self) -> DbPollerGroup:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.join(self.settings.runner.shutdown_timeout)
 
 
 def run_db_pollers(names: Sequence[str] | None = None, *, install_signals: bool = True,

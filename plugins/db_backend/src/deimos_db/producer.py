@@ -53,7 +53,7 @@ from deimos.kafka.config import cluster_settings
 from deimos.kafka.producers import DeliveryWaiter, SharedProducer, shared_producer
 from deimos.message import Message
 from deimos.retry import Backoff
-from deimos.runner import Executor, Runnable, run_until_stopped
+from deimos.runner import Executor, ExecutorGroup, Runnable, run_until_stopped
 from deimos.runtime import get_runtime
 from deimos.telemetry import Telemetry
 
@@ -882,7 +882,7 @@ def factories(settings: Settings | None = None, workers: int | None = None
     return out
 
 
-class DbProducerGroup:
+class DbProducerGroup(ExecutorGroup):
     """``workers`` DB producer threads plus their companions, restarted if they crash.
 
     ``start()``/``stop()``/``join()`` for embedding in your process; :func:`run_db_producer`
@@ -894,23 +894,6 @@ class DbProducerGroup:
         self.executor = Executor(factories(self.settings, workers),
                                  restart_delay=min(self.settings.runner.restart_delay, 1.0),
                                  name="deimos-db-producer")
-
-    def start(self) -> DbProducerGroup:
-        self.executor.start()
-        return self
-
-    def stop(self) -> None:
-        self.executor.stop()
-
-    def join(self, timeout: float | None = None) -> bool:
-        return self.executor.join(timeout)
-
-    def __enter__(self) -> DbProducerGroup:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.join(self.settings.runner.shutdown_timeout)
 
 
 def run_db_producer(workers: int | None = None, *, install_signals: bool = True,
