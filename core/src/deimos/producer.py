@@ -250,6 +250,24 @@ class Pipeline:
             )
         return payload, key
 
+    def _coerce_dicts(self, payloads: Sequence[Any]) -> list[Any] | None:
+        """:meth:`_prepare` for a list of plain dicts with their keys given and nothing to
+        fill (only the coercion is left): one loop without a call per message (measured:
+        the call and its checks cost ``publish_list`` of 6-field Avro records ~0.15 µs a
+        message). None when a payload needs more, or is invalid: the general loop then
+        prepares them all (and says which message was invalid)."""
+        coerce, ctx = self.coerce, self.schema_context
+        out: list[Any] = []
+        append = out.append
+        try:
+            for p in payloads:
+                if type(p) is not dict or "payload_key" in p:
+                    return None
+                append(p if coerce is None else coerce(ctx, p))
+        except SchemaValidationError:
+            return None
+        return out
+
     def _encode_keys(self, keys: Sequence[Any]) -> list[bytes | None]:
         if not self.needs_key:
             return [None] * len(keys)
@@ -511,12 +529,16 @@ class Pipeline:
                 f"for {len(payloads)} payloads (one per message, None for none); nothing "
                 "was sent.")
         out_keys: Sequence[Any]
-        if (self.coerce is None and _TEXT.issuperset(map(type, payloads))
-                and (keys is None or len(keys) == len(payloads))
-                and not (self.needs_key and (keys is None or any(map(is_, keys, repeat(None)))))):
+        out_payloads: Sequence[Any] | None = None
+        keyed = ((keys is None or len(keys) == len(payloads))
+                 and not (self.needs_key and (keys is None or any(map(is_, keys, repeat(None))))))
+        if keyed and self.coerce is None and _TEXT.issuperset(map(type, payloads)):
             # text payloads with their keys: nothing per message to prepare (measured: the
             # per-message call was a third of publish_list's own CPU)
-            out_payloads: Sequence[Any] = payloads
+            out_payloads = payloads
+        elif keyed and not (self.fill_message_id or self.fill_timestamp):
+            out_payloads = self._coerce_dicts(payloads)
+        if out_payloads is not None:
             out_keys = keys if keys is not None else [None] * len(payloads)
         else:
             prepare = self._prepare
