@@ -144,10 +144,11 @@ def test_a_refused_message_raises_at_once(kafka, one):
     assert len(failed) == 1  # reported once, though apublish's fast path tried it first
 
 
-def test_apublish_awaits_a_full_local_queue(deimos_reset):
-    """A per-message apublish that finds librdkafka's queue full awaits room (the loop
-    keeps running) instead of blocking; both messages end as delivery failures here (no
-    broker), reported once each."""
+@pytest.mark.parametrize("one", [True, False], ids=["apublish", "apublish_list"])
+def test_apublish_awaits_a_full_local_queue(deimos_reset, one):
+    """An apublish that finds librdkafka's queue full awaits room (the loop keeps
+    running) instead of blocking; the messages end as delivery failures here (no broker),
+    reported once each."""
     from deimos.testing.broker import _free_port
 
     deimos.configure(kafka={"bootstrap_servers": f"127.0.0.1:{_free_port()}"},
@@ -168,14 +169,17 @@ def test_apublish_awaits_a_full_local_queue(deimos_reset):
         ticker.start()
         await P.apublish("a")  # queued at once
         before = ticker.ticks
-        await P.apublish("b")  # queue full until "a" times out: awaited
+        if one:
+            await P.apublish("b")  # queue full until "a" times out: awaited
+        else:
+            await P.apublish_list(["b", "c"])
         waited = ticker.ticks - before
         await ticker.stop()
         return waited
 
     assert run("asyncio", main) > 0, "the event loop ran nothing while the queue was full"
     assert deimos.flush(10) == 0
-    assert sorted(failed) == [b"a", b"b"]
+    assert sorted(failed) == ([b"a", b"b"] if one else [b"a", b"b", b"c"])
 
 
 @pytest.mark.asyncio
