@@ -393,6 +393,8 @@ class Pipeline:
         general = (self.tracing or self.partition_key_fn is not None)
         apublish_one, asend, resolve_sender = (self.apublish_one, self.asend,
                                                self._resolve_async_sender)
+        ctx = self.schema_context
+        dicts_direct = not (self.fill_message_id or self.fill_timestamp)
         sender: Callable[[Message], bool] | Literal[False] | None = None
 
         async def send_built(messages: list[Message]) -> list[Message]:
@@ -407,7 +409,13 @@ class Pipeline:
                     or runtime.backend_override is not None):
                 return apublish_one(payload, key, headers, partition_key, sync, force_send)
             tp = type(payload)
-            if (tp is not str and tp is not bytes) or coerce is not None or (
+            if (tp is dict and dicts_direct and (key is not None or not needs_key)
+                    and "payload_key" not in payload):
+                try:  # a plain dict with its key: only the coercion is left (_coerce_dicts)
+                    payload = coerce(ctx, payload) if coerce is not None else payload
+                except SchemaValidationError:
+                    payload, key = prepare(payload, key, 0)  # raises, naming the message
+            elif (tp is not str and tp is not bytes) or coerce is not None or (
                     key is None and needs_key):
                 payload, key = prepare(payload, key, 0)  # text needs none of it
             value = enc_value(payload)

@@ -251,3 +251,36 @@ def test_publish_list_of_dicts_coerces_each_and_names_the_invalid_one(
                                         keys=["k1", "k2", "k3"])
         assert all(msg.startswith("message 2:") for _, msg in info.value.errors)
         assert len(sent_messages()) == 2
+
+
+def test_apublish_fast_path_coerces_and_names_the_invalid_message(deimos_reset: None) -> None:
+    """``apublish``'s compiled path (a kafka_async backend, no test mode) prepares a plain
+    dict as ``publish`` does: coerced, an invalid one refused naming its field and message,
+    a missing key refused, nothing of a refused one queued."""
+    import asyncio
+
+    import deimos
+    from deimos.errors import MissingKeyError
+    from deimos.testing.broker import _free_port
+
+    deimos.configure(kafka={"bootstrap_servers": f"127.0.0.1:{_free_port()}"},
+                     schema={"backend": "avro_local", "path": str(SCHEMAS)},
+                     producers={"backend": "kafka_async", "config": {"message.timeout.ms": 200}})
+
+    class WidgetProducer(deimos.Producer):
+        topic = "widgets"
+        schema = "Widget"
+        namespace = "com.example"
+        key_config = "plain"
+
+    async def main() -> None:
+        [m] = await WidgetProducer.apublish({"id": "7", "name": "a"}, key="k")
+        assert m.payload["id"] == 7 and m.encoded_key == b"k"
+        with pytest.raises(SchemaValidationError) as info:
+            await WidgetProducer.apublish({"id": "x", "name": "b"}, key="k")
+        assert any(p == "id" and msg.startswith("message 0:") for p, msg in info.value.errors)
+        with pytest.raises(MissingKeyError):
+            await WidgetProducer.apublish({"id": 1, "name": "c"})
+
+    asyncio.run(main())
+    assert deimos.flush(5) == 0  # the one queued message timed out (no broker): nothing left
