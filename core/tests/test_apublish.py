@@ -123,18 +123,63 @@ def test_a_delivery_failure_raises_in_the_awaiting_coroutine(deimos_reset):
 
 
 @pytest.mark.kafka
-def test_a_refused_message_raises_at_once(kafka):
+@pytest.mark.parametrize("one", [False, True], ids=["apublish_list", "apublish"])
+def test_a_refused_message_raises_at_once(kafka, one):
     deimos.configure(kafka={"bootstrap_servers": kafka},
                      producers={"backend": "kafka_async", "config": {"message.max.bytes": 2000}})
+    failed: list[Any] = []
 
     class P(deimos.Producer):
         topic = "anywhere"
 
+        @classmethod
+        def delivery_failed(cls, message: Any, error: BaseException) -> None:
+            failed.append(message)
+
     async def main() -> None:
-        await P.apublish_list(["x" * 5000])
+        await P.apublish("x" * 5000) if one else await P.apublish_list(["x" * 5000])
 
     with pytest.raises(PublishError, match="refused by the client"):
         asyncio.run(main())
+    assert len(failed) == 1  # reported once, though apublish's fast path tried it first
+
+
+@pytest.mark.parametrize("one", [True, False], ids=["apublish", "apublish_list"])
+def test_apublish_awaits_a_full_local_queue(deimos_reset, one):
+    """An apublish that finds librdkafka's queue full awaits room (the loop keeps
+    running) instead of blocking; the messages end as delivery failures here (no broker),
+    reported once each."""
+    from deimos.testing.broker import _free_port
+
+    deimos.configure(kafka={"bootstrap_servers": f"127.0.0.1:{_free_port()}"},
+                     producers={"backend": "kafka_async",
+                                "config": {"message.timeout.ms": 300,
+                                           "queue.buffering.max.messages": 1}})
+    failed: list[Any] = []
+
+    class P(deimos.Producer):
+        topic = "nowhere"
+
+        @classmethod
+        def delivery_failed(cls, message: Any, error: BaseException) -> None:
+            failed.append(message.encoded_payload)
+
+    async def main() -> int:
+        ticker = _Ticker()
+        ticker.start()
+        await P.apublish("a")  # queued at once
+        before = ticker.ticks
+        if one:
+            await P.apublish("b")  # queue full until "a" times out: awaited
+        else:
+            await P.apublish_list(["b", "c"])
+        waited = ticker.ticks - before
+        await ticker.stop()
+        return waited
+
+    assert run("asyncio", main) > 0, "the event loop ran nothing while the queue was full"
+    assert deimos.flush(10) == 0
+    assert sorted(failed) == ([b"a", b"b"] if one else [b"a", b"b", b"c"])
 
 
 @pytest.mark.asyncio

@@ -194,6 +194,27 @@ def deimos_backend_execute_async(
 
 
 @hookspec
+def deimos_backend_async_sender(context: ProduceContext) -> Callable[[Message], bool] | None:
+    """Optional: a callable that queues *one* message for ``apublish`` without blocking and
+    without awaiting anything, or says it cannot.
+
+    Why: a per-message ``apublish`` whose message is simply queued needs no coroutine of
+    the backend's (each costs the event loop thread a frame and an ``await``). deimos asks
+    once per producer and topic, then calls the result, on the event loop's thread, for
+    each ``apublish`` that is asynchronous, has no partition key and is not traced.
+
+    The callable returns True once the message is accepted exactly as
+    ``deimos_backend_execute_async(context, [message], sync=False)`` would accept it, and
+    False when accepting it would mean waiting (a full local queue, say) or anything else
+    the general path handles: the same message then goes through
+    ``deimos_backend_execute_async``. It must never block.
+
+    :returns: the sender, or ``None`` to keep every ``apublish`` on
+        ``deimos_backend_execute_async``.
+    """
+
+
+@hookspec
 def deimos_backend_flush(timeout: float) -> int:
     """Called on shutdown and by ``deimos.flush()``: wait up to ``timeout`` seconds for
     asynchronously sent messages.

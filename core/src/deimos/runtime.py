@@ -63,6 +63,8 @@ class Backend:
     sender: Callable[..., Callable[[Any], None] | None] | None = None
     #: ``deimos_backend_execute_async``, where the backend has one (``apublish``)
     execute_async: Callable[..., Any] | None = None
+    #: ``deimos_backend_async_sender`` (optional): ``apublish``'s one-message sender
+    async_sender: Callable[..., Callable[[Any], bool] | None] | None = None
 
 
 class Runtime:
@@ -139,6 +141,7 @@ class Runtime:
                 getattr(info.obj, "chunked", True),
                 caller("producer_backend", name, "deimos_backend_sender"),
                 caller("producer_backend", name, "deimos_backend_execute_async"),
+                caller("producer_backend", name, "deimos_backend_async_sender"),
             )
             self._backends[name] = b
         return b

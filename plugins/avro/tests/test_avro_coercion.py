@@ -196,3 +196,91 @@ def test_producer_validate_reports_every_invalid_field_and_sends_nothing(
         assert {p for p, _ in info.value.errors} >= {"id", "name", "tags[1]"}
         WidgetProducer.validate({"id": 1, "name": "ok"})  # a valid one passes
         assert sent_messages() == []
+
+
+def test_the_compiled_checker_accepts_exact_records_only() -> None:
+    """The "already right" checker: a missing non-nullable field fails (read by
+    subscription), a nullable one reads as None (as with ``.get`` before), a nested record
+    is checked, and a record at the top is the checker itself."""
+    from fastavro import parse_schema
+
+    from deimos_avro.coercion import compile_checker
+
+    schema = parse_schema({
+        "type": "record", "name": "Outer", "namespace": "t", "fields": [
+            {"name": "id", "type": "long"},
+            {"name": "note", "type": ["null", "string"]},
+            {"name": "inner", "type": {"type": "record", "name": "Inner", "fields": [
+                {"name": "n", "type": "int"}]}},
+        ]})
+    check = compile_checker(schema, {})
+    assert check({"id": 1, "note": None, "inner": {"n": 2}})
+    assert check({"id": 1, "note": "x", "inner": {"n": 2}})
+    assert not check({"idx": 1, "note": None, "inner": {"n": 2}})  # "id" missing
+    assert check({"id": 1, "other": None, "inner": {"n": 2}})  # "note" missing: None
+    assert not check({"id": 1, "note": None, "inner": {"m": 2}})
+    assert not check({"id": "1", "note": None, "inner": {"n": 2}})
+    assert not check(None) and not check([])
+    assert check.__name__ != "_check"
+
+
+def test_publish_list_of_dicts_coerces_each_and_names_the_invalid_one(
+        deimos_reset: None) -> None:
+    """``publish_list``'s loop for plain dicts (keys given, nothing to fill) coerces as the
+    per-message preparation does, and an invalid payload is still named by its index."""
+    import deimos
+    from deimos.testing import sent_messages, test_mode
+
+    deimos.configure(schema={"backend": "avro_local", "path": str(SCHEMAS)})
+
+    class WidgetProducer(deimos.Producer):
+        topic = "widgets"
+        schema = "Widget"
+        namespace = "com.example"
+        key_config = "plain"
+
+    with test_mode():
+        right = {"id": 1, "name": "a", "tags": [], "color": "RED", "part": None,
+                 "shape": None}
+        sent = WidgetProducer.publish_list([right, {"id": "2", "name": "b"}],
+                                           keys=["k1", "k2"])
+        assert sent[0].payload is right  # already right: untouched
+        assert sent[1].payload["id"] == 2  # coerced
+        with pytest.raises(SchemaValidationError) as info:
+            WidgetProducer.publish_list([right, {"id": 3, "name": "c"}, {"id": "x"}],
+                                        keys=["k1", "k2", "k3"])
+        assert all(msg.startswith("message 2:") for _, msg in info.value.errors)
+        assert len(sent_messages()) == 2
+
+
+def test_apublish_fast_path_coerces_and_names_the_invalid_message(deimos_reset: None) -> None:
+    """``apublish``'s compiled path (a kafka_async backend, no test mode) prepares a plain
+    dict as ``publish`` does: coerced, an invalid one refused naming its field and message,
+    a missing key refused, nothing of a refused one queued."""
+    import asyncio
+
+    import deimos
+    from deimos.errors import MissingKeyError
+    from deimos.testing.broker import _free_port
+
+    deimos.configure(kafka={"bootstrap_servers": f"127.0.0.1:{_free_port()}"},
+                     schema={"backend": "avro_local", "path": str(SCHEMAS)},
+                     producers={"backend": "kafka_async", "config": {"message.timeout.ms": 200}})
+
+    class WidgetProducer(deimos.Producer):
+        topic = "widgets"
+        schema = "Widget"
+        namespace = "com.example"
+        key_config = "plain"
+
+    async def main() -> None:
+        [m] = await WidgetProducer.apublish({"id": "7", "name": "a"}, key="k")
+        assert m.payload["id"] == 7 and m.encoded_key == b"k"
+        with pytest.raises(SchemaValidationError) as info:
+            await WidgetProducer.apublish({"id": "x", "name": "b"}, key="k")
+        assert any(p == "id" and msg.startswith("message 0:") for p, msg in info.value.errors)
+        with pytest.raises(MissingKeyError):
+            await WidgetProducer.apublish({"id": 1, "name": "c"})
+
+    asyncio.run(main())
+    assert deimos.flush(5) == 0  # the one queued message timed out (no broker): nothing left

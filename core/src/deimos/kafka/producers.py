@@ -210,10 +210,29 @@ class SharedProducer:
                            ) -> list[tuple[Message, KafkaException | None]]:
         """:meth:`produce_all` from a coroutine: a full local queue is waited for without
         blocking the event loop, and so is a topic's partition count not known yet."""
+        produce = self.producer.produce
+        # the common case first, as in produce_all (measured: the partition-key look-ahead
+        # below cost a keyless apublish_list a generator step per message)
+        i = -1
+        try:
+            for i, m in enumerate(messages):  # noqa: B007 (i: where Queuing resumes)
+                if m.partition_key is not None:
+                    break
+                if m.headers is None:  # any keyword argument costs produce() ~0.4 µs
+                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback)
+                else:
+                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
+                            headers=m.headers)  # type: ignore[arg-type]
+            else:
+                return []
+        except (BufferError, KafkaException):
+            pass
+        start = max(i, 0)
         if topic not in self._partitions and any(
-                m.partition_key is not None for m in messages):
+                messages[j].partition_key is not None for j in range(start, len(messages))):
             await asyncio.to_thread(self.partition_count, topic)  # a metadata request
         queuing = Queuing(self, topic, messages, callback, None)
+        queuing.next = start
         while not queuing.step():
             await asyncio.sleep(0.005)
         return queuing.refused

@@ -105,10 +105,16 @@ class _CheckerGen:
         if t in ("record", "error"):
             fields = node["fields"]
             body.append(f"if type(v) is not dict or len(v) != {len(fields)}: return False")
+            # a field that cannot be None is read by subscription (a missing one fails as
+            # None would: KeyError), cheaper than ``.get``; a nullable one keeps ``.get``
+            body.append("try:")
             for f in fields:
-                body.append(f"x = v.get({f['name']!r})")
-                body.append(f"if not ({self.expr(f['type'], 'x')}): return False")
-            body.append("return True")
+                ft = f["type"]
+                nullable = ft == "null" or (isinstance(ft, list) and "null" in ft)
+                body.append(f"    x = v.get({f['name']!r})" if nullable
+                            else f"    x = v[{f['name']!r}]")
+                body.append(f"    if not ({self.expr(ft, 'x')}): return False")
+            body += ["except KeyError:", "    return False", "return True"]
         elif t == "enum":
             self.env[f"_s{self.n}"] = frozenset(node["symbols"])
             body.append(f"return type(v) is str and v in _s{self.n}")
@@ -133,7 +139,9 @@ class _CheckerGen:
         top = self.expr(node, "v")
         self.src.append(f"def _check(v):\n    return {top}")
         exec(compile("\n\n".join(self.src), "<deimos-avro checker>", "exec"), self.env)
-        return self.env["_check"]
+        direct = re.fullmatch(r"(_c\d+)\(v\)", top)
+        # a record at the top: its own function, without a call level around it
+        return self.env[direct[1] if direct else "_check"]
 
 
 def compile_checker(parsed: Any, named: dict[str, Any]) -> Callable[[Any], bool]:
