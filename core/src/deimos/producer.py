@@ -333,6 +333,8 @@ class Pipeline:
         text_value = getattr(enc_value, "utf8_text", False) is True
         text_key = needs_key and enc_key is encode_plain_key
         new_message = Message.__new__
+        ctx = self.schema_context
+        dicts_direct = not (self.fill_message_id or self.fill_timestamp)
         sender: Callable[[Message], None] | Literal[False] | None = None
 
         def publish_one(payload: Any, key: Any, headers: Headers | Mapping[str, Any] | None,
@@ -340,7 +342,14 @@ class Pipeline:
                         ) -> list[Message]:
             nonlocal sender
             tp = type(payload)
-            if coerce is not None or (tp is not str and tp is not bytes) or (
+            if (tp is dict and dicts_direct and (key is not None or not needs_key)
+                    and "payload_key" not in payload):
+                try:  # a plain dict with its key: only the coercion is left (_coerce_dicts)
+                    payload = coerce(ctx, payload) if coerce is not None else payload
+                except SchemaValidationError:
+                    payload, key = prepare(payload, key, 0)  # raises, naming the message
+                tp = type(payload)
+            elif coerce is not None or (tp is not str and tp is not bytes) or (
                     key is None and needs_key):
                 payload, key = prepare(payload, key, 0)  # text needs none of it
                 tp = type(payload)
