@@ -147,19 +147,20 @@ class RetryPolicy:
 
         Takes the messages, not their offsets: reading every offset of every batch cost the
         batch loop a fifth of its instructions (callgrind), and it is only needed while some
-        message of the consumer is being retried or was handled ahead of a failure."""
-        if not (self._attempts or self._ahead):
-            return
-        offsets = [m.offset() for m in msgs[:outcome.handled]]
-        if self._attempts:
-            for off in offsets:
-                self._attempts.pop((topic, partition, off), None)
-        if self._ahead:
-            ahead = self._ahead.get((topic, partition))
-            if ahead:
-                ahead.difference_update(offsets)
-                if not ahead:
-                    del self._ahead[(topic, partition)]
+        message of the consumer is being retried or was handled ahead of a failure. A pass
+        not ended by a transient error ends its partition's outage (the next one starts at
+        the first backoff again)."""
+        if self._attempts or self._ahead:
+            offsets = [m.offset() for m in msgs[:outcome.handled]]
+            if self._attempts:
+                for off in offsets:
+                    self._attempts.pop((topic, partition, off), None)
+            if self._ahead:
+                ahead = self._ahead.get((topic, partition))
+                if ahead:
+                    ahead.difference_update(offsets)
+                    if not ahead:
+                        del self._ahead[(topic, partition)]
         if self._outages and not outcome.transient:
             self._outages.pop((topic, partition), None)
 
