@@ -185,7 +185,8 @@ class MessageProcessor(HandlerCalls):
             decode_errors = self._with_doomed(topic, partition, msgs, decode_errors)
         tags = self.tagset(topic, partition)
         tel = self.telemetry
-        self._log_payloads(topic, partition, msgs, payloads, keys)
+        if log.isEnabledFor(logging.DEBUG):  # the test here: no call a batch without it
+            self._log_payloads(topic, partition, msgs, payloads, keys)
         if tel.metrics_enabled:
             ts = msgs[-1].timestamp()
             if ts and ts[1] > 0:
@@ -357,8 +358,7 @@ class MessageProcessor(HandlerCalls):
 
     def _log_payloads(self, topic: str, partition: int, msgs: list[Any], payloads: list[Any],
                       keys: list[Any] | None) -> None:
-        if not log.isEnabledFor(logging.DEBUG):
-            return
+        """``payload_log`` at DEBUG; the caller tests the level (a frame less per batch)."""
         mode = self.settings.payload_log
         if mode == "count":
             log.debug("received %d message(s) from %s[%d]", len(msgs), topic, partition)
