@@ -64,8 +64,8 @@ class Outcome:
 
 
 #: ``Outcome(n)`` by ``n``: the answer of every pass that handled all its messages, made once
-#: per batch size (a frozen dataclass's ``__init__`` cost a batch more instructions than the
-#: rest of :meth:`~deimos.consumer.processor.MessageProcessor.process`'s own bookkeeping)
+#: per batch size (a frozen dataclass's ``__init__`` is an ``object.__setattr__`` call per
+#: field: some 2,000 instructions a batch, callgrind)
 _ALL_HANDLED: dict[int, Outcome] = {}
 
 

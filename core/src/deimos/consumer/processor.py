@@ -153,7 +153,7 @@ class MessageProcessor(HandlerCalls):
     def process(self, msgs: list[Any]) -> Outcome:
         """Handle messages of one topic-partition, in order; what it came to."""
         dead = self.dead_letters
-        if dead.queued:  # (a give_up() of the caller's): the attribute, not a call, per batch
+        if dead.queued:  # only a caller's own give_up() leaves any: no call per batch
             dead.clear()
         try:
             try:
@@ -185,7 +185,7 @@ class MessageProcessor(HandlerCalls):
             decode_errors = self._with_doomed(topic, partition, msgs, decode_errors)
         tags = self.tagset(topic, partition)
         tel = self.telemetry
-        if log.isEnabledFor(logging.DEBUG):  # the test here: no call a batch without it
+        if log.isEnabledFor(logging.DEBUG):  # tested here: no call per batch without DEBUG
             self._log_payloads(topic, partition, msgs, payloads, keys)
         if tel.metrics_enabled:
             ts = msgs[-1].timestamp()
