@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from confluent_kafka import Message as KafkaMessage
 
 import deimos
 from deimos.config import ConsumerSettings
-from deimos.consumer import BatchConsumer, Consumer, resolve_settings
+from deimos.consumer import BatchConsumer, Consumer, Outcome, RetryPolicy, resolve_settings
 from deimos.errors import ConfigError, TransientError
 from deimos.kafka import consumer_config
 from deimos.retry import Backoff
@@ -94,6 +95,19 @@ def test_backoff_grows_and_its_jitter_never_passes_the_cap() -> None:
 
 def _settings(**overrides: Any) -> ConsumerSettings:
     return resolve_settings(_Flaky, **overrides)
+
+
+def test_an_outage_once_over_leaves_the_next_one_at_the_first_backoff() -> None:
+    # f3b3459's loop forgot a partition's outage at its first pass not ended by a transient
+    # error; RetryPolicy.done did so only while some message was also being retried
+    policy = RetryPolicy(_settings(retry={"backoff": 1.0, "multiplier": 2.0}))
+    down = TransientError("the schema registry is down")
+    assert [policy.failed("orders", 0, 7, down).delay for _ in range(3)] == [1.0, 2.0, 4.0]
+    msgs = [KafkaMessage(topic="orders", partition=0, offset=7 + i) for i in range(2)]
+    policy.done("orders", 0, msgs, Outcome(0, down, 7))  # still down: still counting
+    assert policy.failed("orders", 0, 7, down).delay == 8.0
+    policy.done("orders", 0, msgs, Outcome(2))  # through
+    assert policy.failed("orders", 0, 9, down).delay == 1.0
 
 
 def test_classic_protocol_sends_session_and_heartbeat_timeouts() -> None:

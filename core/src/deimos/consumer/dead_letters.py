@@ -109,7 +109,8 @@ class DeadLetters:
         #: writes one batch's dead letters and waits for them (the test helpers swap it)
         self.sender: Callable[[list[Message]], None] = self._send
         self._count = count
-        self._queue: list[tuple[Any, BaseException, int]] = []
+        #: the dead letters of the batch being processed so far: (message, error, attempts)
+        self.queued: list[tuple[Any, BaseException, int]] = []
         #: messages written to the dead-letter topic by this consumer
         self.written = 0
 
@@ -118,14 +119,14 @@ class DeadLetters:
         return cluster_settings(self.runtime.settings, self.cluster, where=self._where)
 
     def add(self, msg: Any, exc: BaseException, attempts: int) -> None:
-        self._queue.append((msg, exc, attempts))
+        self.queued.append((msg, exc, attempts))
 
     def clear(self) -> None:
-        self._queue = []
+        self.queued = []
 
     def keep_before(self, offset: int) -> None:
         """Drop what was queued at or after ``offset`` (the consumer stops there)."""
-        self._queue = [d for d in self._queue if d[0].offset() < offset]
+        self.queued = [d for d in self.queued if d[0].offset() < offset]
 
     def message(self, msg: Any, exc: BaseException, attempts: int) -> Message:
         """The dead letter of ``msg`` (:data:`ERROR_HEADERS` after its own headers)."""
@@ -144,7 +145,7 @@ class DeadLetters:
     def flush(self, msgs: list[Any]) -> None:
         """Write what is queued for group ``msgs``; :class:`Stop` at the first dead letter
         of the group if they could not be written."""
-        dead, self._queue = self._queue, []
+        dead, self.queued = self.queued, []
         if not dead:
             return
         try:

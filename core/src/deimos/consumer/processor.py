@@ -29,7 +29,7 @@ from deimos.consumer.calls import HandlerCalls, link_headers, span_attrs
 from deimos.consumer.dead_letters import DeadLetters
 from deimos.consumer.decoding import Decoder
 from deimos.consumer.inbox import inbox_for
-from deimos.consumer.policy import Outcome, RetryPolicy, Stop
+from deimos.consumer.policy import _ALL_HANDLED, Outcome, RetryPolicy, Stop, all_handled
 from deimos.consumer.retry_topics import dead_letters_for
 from deimos.errors import ConfigError, TransientError
 from deimos.runtime import Runtime, SchemaBackend
@@ -153,7 +153,8 @@ class MessageProcessor(HandlerCalls):
     def process(self, msgs: list[Any]) -> Outcome:
         """Handle messages of one topic-partition, in order; what it came to."""
         dead = self.dead_letters
-        dead.clear()
+        if dead.queued:  # only a caller's own give_up() leaves any: no call per batch
+            dead.clear()
         try:
             try:
                 outcome = self._process(msgs)
@@ -163,7 +164,8 @@ class MessageProcessor(HandlerCalls):
                     dead.keep_before(msgs[stop.handled].offset())
                 dead.flush(msgs)
                 return Outcome(stop.handled, stop=stop.error)
-            dead.flush(msgs)
+            if dead.queued:
+                dead.flush(msgs)
         except Stop as failed_write:
             return Outcome(failed_write.handled, stop=failed_write.error)
         except BaseException:
@@ -183,7 +185,8 @@ class MessageProcessor(HandlerCalls):
             decode_errors = self._with_doomed(topic, partition, msgs, decode_errors)
         tags = self.tagset(topic, partition)
         tel = self.telemetry
-        self._log_payloads(topic, partition, msgs, payloads, keys)
+        if log.isEnabledFor(logging.DEBUG):  # tested here: no call per batch without DEBUG
+            self._log_payloads(topic, partition, msgs, payloads, keys)
         if tel.metrics_enabled:
             ts = msgs[-1].timestamp()
             if ts and ts[1] > 0:
@@ -265,7 +268,7 @@ class MessageProcessor(HandlerCalls):
                 except Exception as raised:
                     raise Stop(i, raised) from raised
                 ok = i + 1
-            return Outcome(n)
+            return _ALL_HANDLED.get(n) or all_handled(n)
         finally:
             if succeeded:
                 tel.increment("handler", succeeded, tags["success"])
@@ -298,7 +301,7 @@ class MessageProcessor(HandlerCalls):
                     return dataclasses.replace(part, handled=done + part.handled)
             except Stop as stop:
                 raise Stop(done + stop.handled, stop.error) from stop.error
-            return Outcome(len(msgs))
+            return all_handled(len(msgs))
         n = len(msgs)
         md = BatchMetadata(msgs, keys, topic, partition)
         if tel.metrics_enabled:
@@ -306,10 +309,13 @@ class MessageProcessor(HandlerCalls):
             tel.increment("handler", n, tags["received"])
         start = time.perf_counter()
         try:
-            self._consume_batch(payloads, md, (
-                f"process {topic}", span_attrs(topic, self.group, partition,
-                                                msgs[0].offset(), n),
-                None, link_headers(msgs)) if tel.tracing_enabled else None)
+            if tel.tracing_enabled or self.handlers is not None:
+                self._consume_batch(payloads, md, (
+                    f"process {topic}", span_attrs(topic, self.group, partition,
+                                                    msgs[0].offset(), n),
+                    None, link_headers(msgs)) if tel.tracing_enabled else None)
+            else:  # a plain call, as _consume_batch would make it: one frame less a batch
+                self._consume_batch_fn(payloads, md)
         except Exception as exc:
             tel.increment("handler", 1, tags["batch_error"])
             index = exc.index if isinstance(exc, BatchError) else 0
@@ -342,18 +348,17 @@ class MessageProcessor(HandlerCalls):
                         self.give_up(msgs[j], c, attempt, payloads[j], one)
                     except Exception as stop:
                         raise Stop(j, stop) from stop
-            return Outcome(n)
+            return all_handled(n)
         if tel.metrics_enabled:
             tel.timing("handler", time.perf_counter() - start,
                        tags["consume_batch"])
             tel.increment("handler", 1, tags["batch_success"])
             tel.increment("handler", n, tags["success"])
-        return Outcome(n)
+        return _ALL_HANDLED.get(n) or all_handled(n)
 
     def _log_payloads(self, topic: str, partition: int, msgs: list[Any], payloads: list[Any],
                       keys: list[Any] | None) -> None:
-        if not log.isEnabledFor(logging.DEBUG):
-            return
+        """``payload_log`` at DEBUG; the caller tests the level (a frame less per batch)."""
         mode = self.settings.payload_log
         if mode == "count":
             log.debug("received %d message(s) from %s[%d]", len(msgs), topic, partition)
