@@ -183,25 +183,11 @@ class SharedProducer:
         key back: the later messages with the same key (``partition_key``, else the key) are
         not queued but returned with the error ``None``, so a refusal never lets a key's
         later messages overtake it."""
-        produce = self.producer.produce
-        # the common case in a tight loop (no partition key, room in the queue, nothing
-        # refused); from the first message that is not, Queuing goes on
-        i = -1
-        try:
-            for i, m in enumerate(messages):  # noqa: B007 (i: where Queuing resumes)
-                if m.partition_key is not None:
-                    break
-                if m.headers is None:  # any keyword argument costs produce() ~0.4 µs
-                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback)
-                else:
-                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
-                            headers=m.headers)  # type: ignore[arg-type]
-            else:
-                return []
-        except (BufferError, KafkaException):
-            pass
+        start = self._queue_plain(topic, messages, callback)
+        if start == len(messages):
+            return []
         queuing = Queuing(self, topic, messages, callback, blocks)
-        queuing.next = max(i, 0)
+        queuing.next = start
         while not queuing.step():
             time.sleep(0.005)  # local queue full: the poll thread serves callbacks meanwhile
         return queuing.refused
@@ -210,24 +196,9 @@ class SharedProducer:
                            ) -> list[tuple[Message, KafkaException | None]]:
         """:meth:`produce_all` from a coroutine: a full local queue is waited for without
         blocking the event loop, and so is a topic's partition count not known yet."""
-        produce = self.producer.produce
-        # the common case first, as in produce_all (measured: the partition-key look-ahead
-        # below cost a keyless apublish_list a generator step per message)
-        i = -1
-        try:
-            for i, m in enumerate(messages):  # noqa: B007 (i: where Queuing resumes)
-                if m.partition_key is not None:
-                    break
-                if m.headers is None:  # any keyword argument costs produce() ~0.4 µs
-                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback)
-                else:
-                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
-                            headers=m.headers)  # type: ignore[arg-type]
-            else:
-                return []
-        except (BufferError, KafkaException):
-            pass
-        start = max(i, 0)
+        start = self._queue_plain(topic, messages, callback)
+        if start == len(messages):
+            return []
         if topic not in self._partitions and any(
                 messages[j].partition_key is not None for j in range(start, len(messages))):
             await asyncio.to_thread(self.partition_count, topic)  # a metadata request
@@ -236,6 +207,26 @@ class SharedProducer:
         while not queuing.step():
             await asyncio.sleep(0.005)
         return queuing.refused
+
+    def _queue_plain(self, topic: str, messages: Sequence[Message], callback: Any) -> int:
+        """The common case of :meth:`produce_all` and :meth:`aproduce_all` in a tight loop
+        (no partition key, room in the queue, nothing refused; measured: a generator step
+        or a look-ahead per message costs a list publish more than this loop): how many
+        messages were queued before the first that needs :class:`Queuing`."""
+        produce = self.producer.produce
+        i = 0
+        try:
+            for i, m in enumerate(messages):
+                if m.partition_key is not None:
+                    return i
+                if m.headers is None:  # any keyword argument costs produce() ~0.4 µs
+                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback)
+                else:
+                    produce(topic, m.encoded_payload, m.encoded_key, -1, callback,
+                            headers=m.headers)  # type: ignore[arg-type]
+        except (BufferError, KafkaException):
+            return i  # not queued (full) or refused: Queuing waits or reports
+        return len(messages)
 
     def close(self, timeout: float) -> int:
         self.closed = True
