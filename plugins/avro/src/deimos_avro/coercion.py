@@ -113,7 +113,12 @@ class _CheckerGen:
                 nullable = ft == "null" or (isinstance(ft, list) and "null" in ft)
                 body.append(f"    x = v.get({f['name']!r})" if nullable
                             else f"    x = v[{f['name']!r}]")
-                body.append(f"    if not ({self.expr(ft, 'x')}): return False")
+                items = _primitive_items(ft)
+                if items is not None:  # an array of primitives: its loop here, no call
+                    body += ["    if type(x) is not list: return False", "    for y in x:",
+                             f"        if not ({self.expr(items, 'y')}): return False"]
+                else:
+                    body.append(f"    if not ({self.expr(ft, 'x')}): return False")
             body += ["except KeyError:", "    return False", "return True"]
         elif t == "enum":
             self.env[f"_s{self.n}"] = frozenset(node["symbols"])
@@ -142,6 +147,14 @@ class _CheckerGen:
         direct = re.fullmatch(r"(_c\d+)\(v\)", top)
         # a record at the top: its own function, without a call level around it
         return self.env[direct[1] if direct else "_check"]
+
+
+def _primitive_items(node: Any) -> str | None:
+    """The item type of an array of a primitive type (not nullable), else None."""
+    if isinstance(node, dict) and node.get("type") == "array" \
+            and isinstance(node.get("items"), str) and node["items"] in PRIMITIVES:
+        return str(node["items"])
+    return None
 
 
 def compile_checker(parsed: Any, named: dict[str, Any]) -> Callable[[Any], bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ class AvroSchema:
     canonical: str = field(init=False)
 
     def __post_init__(self) -> None:
+        _intern(self.parsed, set())
         self.canonical = to_parsing_canonical_form(self.parsed)
 
     @property
@@ -63,6 +65,29 @@ class AvroSchema:
     @property
     def name(self) -> str:
         return self.full_name.rpartition(".")[2]
+
+
+def _intern(node: Any, seen: set[int]) -> Any:
+    """``node`` with every string in it interned, in place (dicts and lists keep their
+    identity). Why: fastavro's writer and reader compare each field's type name with their
+    own literals once per datum, and a string read by ``json`` is a copy, so each such
+    comparison is a ``memcmp`` instead of an identity check (measured: a 6-field record
+    written with a schema from a file cost 5 % more than with the same schema as a Python
+    literal)."""
+    if type(node) is str:
+        return sys.intern(node)
+    if id(node) in seen:
+        return node
+    if isinstance(node, dict):
+        seen.add(id(node))
+        items = [(sys.intern(k) if type(k) is str else k, _intern(v, seen))
+                 for k, v in node.items()]
+        node.clear()
+        node.update(items)
+    elif isinstance(node, list):
+        seen.add(id(node))
+        node[:] = [_intern(v, seen) for v in node]
+    return node
 
 
 def registered_text(text: str) -> str:
