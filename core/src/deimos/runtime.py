@@ -40,6 +40,8 @@ class SchemaBackend:
     mock: Callable[..., str] | None
     #: ``deimos_schema_encoder`` (optional): a one-value encoder for ``publish()``
     encoder: Callable[..., Callable[[Any], bytes | None] | None] | None = None
+    #: ``deimos_schema_checker`` (optional): "needs no coercion" for the producers
+    checker: Callable[..., Callable[[Any], bool] | None] | None = None
     _field_names: frozenset[str] | None = field(default=None, repr=False)
 
     def field_names(self) -> frozenset[str]:
@@ -175,6 +177,7 @@ class Runtime:
         return SchemaBackend(
             name, context, c("encode"), c("decode"), c("encode_key"), c("decode_key"),
             c("validate"), c("coerce"), c("fields"), c("mock"), c("encoder"),
+            c("checker"),
         )
 
     def schema_settings(self, own: OwnSchemaSettings | None, where: str = "schema"

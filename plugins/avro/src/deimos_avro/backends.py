@@ -199,6 +199,13 @@ class AvroBackend:
             raise CoercionError(exc.errors, context.topic) from None
 
     @hookimpl
+    def deimos_schema_checker(self, context: SchemaContext) -> Callable[[Any], bool] | None:
+        # the compiled "already right" check that deimos_schema_coerce returns on
+        codec = _state(context).value()
+        assert codec is not None
+        return codec.check
+
+    @hookimpl
     def deimos_schema_fields(self, context: SchemaContext) -> list[SchemaField]:
         codec = _state(context).value(required=False)
         return [] if codec is None else schemas.fields_of(codec.schema)

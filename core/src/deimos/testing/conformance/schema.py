@@ -196,6 +196,24 @@ class SchemaBackendConformance:
         prepared = [self.prepare(backend, p) for p in payload_batch] + [None]
         assert [encode_one(p) for p in prepared] == backend.encode(backend.context, prepared)
 
+    def test_checker_passes_only_what_coerce_returns_unchanged(
+            self, backend: SchemaBackend, valid_payload: Any, payload_batch: list[Any],
+            invalid_payload: Any) -> None:
+        """``deimos_schema_checker`` (optional): a payload it passes is published without
+        coercion, so coerce must return that very payload; it never raises."""
+        if backend.checker is None or backend.coerce is None:
+            pytest.skip("backend does not implement deimos_schema_checker and coerce")
+        check = backend.checker(backend.context)
+        if check is None:
+            pytest.skip("backend offers no checker for this context")
+        candidates = [valid_payload, *payload_batch, invalid_payload]
+        candidates += [self.prepare(backend, p) for p in [valid_payload, *payload_batch]]
+        for p in candidates:
+            if type(p) is not dict:
+                continue  # deimos checks dicts only
+            if check(p):
+                assert backend.coerce(backend.context, p) is p, p
+
     def test_keys(self, make_backend: Callable[..., SchemaBackend],
                   key_cases: list[KeyCase]) -> None:
         for key_config, key, decoded in key_cases:
