@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -95,6 +96,38 @@ def test_sync_kafka_backend_raises_on_delivery_failure_and_counts_nothing_publis
     P.publish("small")
     assert mock_metrics().total("publish", topic=topic) == 1
     assert [m.value() for m in read_all(kafka, topic, 1)] == [b"small"]
+
+
+@pytest.mark.parametrize("backend", ["kafka", "kafka_async"])
+def test_a_refused_message_counts_one_error_once_and_the_rest_of_its_list_as_published(
+        kafka, deimos_topic, backend):
+    topic = deimos_topic()
+    deimos.configure(kafka={"bootstrap_servers": kafka}, metrics={"providers": ["mock"]},
+                     producers={"backend": backend, "config": {"message.max.bytes": 2000}})
+    mock_metrics().clear()
+    failed: list[Any] = []
+
+    class P(deimos.Producer):
+        @classmethod
+        def delivery_failed(cls, message: Any, error: BaseException) -> None:
+            failed.append(message.encoded_payload)
+
+    P.topic = topic
+    with pytest.raises(PublishError, match=r"1 .*message") as info:
+        P.publish_list(["a", "x" * 5000, "b"])
+    assert info.value.failed == 1
+    assert mock_metrics().total("publish_error", topic=topic) == 1
+    assert mock_metrics().total("publish", topic=topic) == 2
+    with pytest.raises(PublishError):
+        P.publish("y" * 5000)  # the per-message path
+    with pytest.raises(PublishError):
+        asyncio.run(P.apublish_list(["c", "z" * 5000]))  # the awaited list path
+    assert mock_metrics().total("publish_error", topic=topic) == 3
+    assert mock_metrics().total("publish", topic=topic) == 3
+    assert deimos.flush(10) == 0
+    assert sorted(m.value() for m in read_all(kafka, topic, 3)) == [b"a", b"b", b"c"]
+    if backend == "kafka_async":  # the asynchronous backend's failures reach the callback
+        assert sorted(len(v) for v in failed) == [5000, 5000, 5000]
 
 
 def test_async_backend_reports_failures_to_callback_log_and_metric(kafka, caplog):

@@ -70,10 +70,18 @@ class MissingKeyError(DeimosError):
 
 
 class PublishError(DeimosError):
-    """One or more messages were not delivered; ``failures`` pairs messages with causes."""
+    """One or more messages were not delivered; ``failures`` pairs messages with causes.
 
-    def __init__(self, message: str, failures: Sequence[tuple[object, object]] = ()):
+    ``failed``: how many messages of the call failed, where the backend knows (the others
+    were sent: a call's metrics count them as published); None when all of them did or it
+    cannot tell. ``reported``: the backend already logged and counted the failures (and
+    called ``delivery_failed``), so the producer does not count them again."""
+
+    def __init__(self, message: str, failures: Sequence[tuple[object, object]] = (), *,
+                 failed: int | None = None, reported: bool = False):
         self.failures = list(failures)
+        self.failed = failed
+        self.reported = reported
         super().__init__(message)
 
 

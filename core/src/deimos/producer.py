@@ -33,7 +33,13 @@ from deimos.config import (
     format_errors,
     get_settings,
 )
-from deimos.errors import ConfigError, DeimosError, MissingKeyError, SchemaValidationError
+from deimos.errors import (
+    ConfigError,
+    DeimosError,
+    MissingKeyError,
+    PublishError,
+    SchemaValidationError,
+)
 from deimos.kafka.config import cluster_settings
 from deimos.message import Headers, Message, ProduceContext
 from deimos.runtime import Runtime, SchemaBackend, get_runtime
@@ -413,8 +419,8 @@ class Pipeline:
                 return [m]
             try:
                 s(m)
-            except Exception:
-                telemetry.increment("publish_error", 1, tags)
+            except Exception as exc:
+                _count_failure(telemetry, tags, exc, 1)
                 raise
             if metrics:
                 telemetry.increment("publish", 1, tags)
@@ -488,8 +494,8 @@ class Pipeline:
             try:
                 if not sender(m):
                     return send_built([m])
-            except Exception:
-                telemetry.increment("publish_error", 1, tags)
+            except Exception as exc:
+                _count_failure(telemetry, tags, exc, 1)
                 raise
             if metrics:
                 telemetry.increment("publish", 1, tags)
@@ -702,8 +708,8 @@ class Pipeline:
     def _execute(self, backend: Any, chunk: list[Message], sync: bool) -> None:
         try:
             backend.execute(self.context, chunk, sync)
-        except Exception:
-            self.telemetry.increment("publish_error", len(chunk), self.tags)
+        except Exception as exc:
+            _count_failure(self.telemetry, self.tags, exc, len(chunk))
             raise
         if self.telemetry.metrics_enabled:
             self.telemetry.increment("publish", len(chunk), self.tags)
@@ -714,8 +720,8 @@ class Pipeline:
                 await backend.execute_async(self.context, chunk, sync)
             else:
                 await asyncio.to_thread(backend.execute, self.context, chunk, sync)
-        except Exception:
-            self.telemetry.increment("publish_error", len(chunk), self.tags)
+        except Exception as exc:
+            _count_failure(self.telemetry, self.tags, exc, len(chunk))
             raise
         if self.telemetry.metrics_enabled:
             self.telemetry.increment("publish", len(chunk), self.tags)
@@ -749,6 +755,21 @@ class Pipeline:
 
 #: payload types publish_list hands to the encoder without preparing them one by one
 _TEXT = frozenset({str, bytes})
+
+
+def _count_failure(telemetry: Any, tags: Any, exc: BaseException, n: int) -> None:
+    """The metrics of a send of ``n`` messages that raised: ``publish_error`` for the ones
+    that failed, unless the backend counted them itself (the asynchronous one reports a
+    refused message as it reports a failed delivery), and ``publish`` for the ones the
+    backend took nonetheless (one refusal in a list of 500 does not fail the other 499)."""
+    failed, counted = n, False
+    if isinstance(exc, PublishError):
+        failed = n if exc.failed is None else min(n, exc.failed)
+        counted = exc.reported
+    if not counted:
+        telemetry.increment("publish_error", failed, tags)
+    if failed < n and telemetry.metrics_enabled:
+        telemetry.increment("publish", n - failed, tags)
 
 
 def _now() -> int:

@@ -268,7 +268,7 @@ def _report_refused(topic: str, refused: list[Any], reporter: _AsyncReporter) ->
                  else KafkaError(KafkaError._FAIL), _RefusedMsg(topic, m))
     raise PublishError(
         f"{len(refused)} message(s) to {topic!r} were refused by the client: "
-        f"{refused[0][1]}", refused)
+        f"{refused[0][1]}", refused, failed=len(refused), reported=True)
 
 
 class _RefusedMsg:

@@ -518,7 +518,8 @@ def _in_transaction(settings: Settings, topic: str, messages: Sequence[Message])
     refused = tx.produce_all(topic, messages, None)
     if refused:
         raise PublishError(f"{len(refused)} of {len(messages)} message(s) to {topic!r} were "
-                           f"refused by the client: {refused[0][1]}", list(refused))
+                           f"refused by the client: {refused[0][1]}", list(refused),
+                           failed=len(refused))
     return True
 
 
@@ -533,11 +534,11 @@ def _raise_failures(sp: SharedProducer, topic: str, n: int,
         raise PublishError(
             f"{waiter.pending} of {n} message(s) to {topic!r} were not "
             f"acknowledged within {timeout}s (kafka.bootstrap_servers {sp.bootstrap!r}"
-            f"{last})", list(refused) + list(waiter.failures))
+            f"{last})", list(refused) + list(waiter.failures), failed=n - waiter.delivered)
     failures: list[tuple[Any, Any]] = list(refused) + list(waiter.failures)
     if waiter.failures:
         sp.note_deliveries(waiter.delivered, waiter.failures)
     if failures:
         raise PublishError(
             f"{len(failures)} of {n} message(s) to {topic!r} were not "
-            f"delivered: {failures[0][1]}", failures)
+            f"delivered: {failures[0][1]}", failures, failed=len(failures))
