@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,12 @@ def encode_plain_key(k: Any) -> bytes | None:
     """One plain key (``publish()``'s path), as :func:`encode_plain_keys` encodes each."""
     tk = type(k)
     return k.encode() if tk is str else k if tk is bytes or k is None else str(k).encode()
+
+
+def plain_key_encoder(key_config: KeyConfig) -> Callable[[Any], bytes | None] | None:
+    """A schema backend's ``deimos_schema_encoder(context, "key")``: the one-key encoder
+    of plain keys; None for a schema-encoded key (``publish()`` then takes the list hook)."""
+    return encode_plain_key if key_config.kind in ("plain", "none") else None
 
 
 def decode_plain_keys(data: Sequence[bytes | None]) -> list[str | None]:

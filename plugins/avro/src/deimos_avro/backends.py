@@ -33,10 +33,10 @@ from deimos.schema.base import (
     SchemaContext,
     SchemaField,
     decode_plain_keys,
-    encode_plain_key,
     encode_plain_keys,
     key_field_name,
     key_records,
+    plain_key_encoder,
 )
 from deimos.schema.serde import subject_name
 from deimos.schema.state import CodecState
@@ -152,8 +152,7 @@ class AvroBackend:
     def deimos_schema_encoder(self, context: SchemaContext, role: str
                               ) -> Callable[[Any], bytes | None] | None:
         if role == "key":
-            kind = context.key_config.kind
-            return encode_plain_key if kind in ("plain", "none") else None
+            return plain_key_encoder(context.key_config)
         codec = _state(context).value()
         assert codec is not None
         header = self._frame(context, codec)

@@ -36,9 +36,9 @@ from deimos.schema.base import (
     SchemaContext,
     SchemaField,
     decode_plain_keys,
-    encode_plain_key,
     encode_plain_keys,
     key_records,
+    plain_key_encoder,
 )
 from deimos.schema.registry import registry_client, registry_failure
 from deimos.schema.serde import subject_name, writer_schema_id
@@ -174,7 +174,7 @@ class ProtoBackend:
     def deimos_schema_encoder(self, context: SchemaContext, role: str
                               ) -> Callable[[Any], bytes | None] | None:
         if role == "key":
-            return encode_plain_key if context.key_config.kind in ("plain", "none") else None
+            return plain_key_encoder(context.key_config)
         codec = _state(context).value()
         assert codec is not None
         return codec.serializer(self._header(context, codec), context.topic)
