@@ -273,7 +273,7 @@ class ConsumerLoop:
             if handled:
                 last = group[handled - 1].offset()
                 consumer.store_offsets(offsets=[TopicPartition(topic, partition, last + 1)])
-            if policy._attempts or policy._ahead or policy._outages:  # done() has work
+            if policy.tracking:
                 policy.done(topic, partition, group, outcome)
             if outcome.stop is not None:
                 # on_error=raise, a fatal error: keep what succeeded before it, then stop

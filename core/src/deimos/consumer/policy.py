@@ -115,6 +115,12 @@ class RetryPolicy:
         #: retry does not handle them again
         self._ahead: dict[tuple[str, int], set[int]] = {}
 
+    @property
+    def tracking(self) -> bool:
+        """Whether :meth:`done` has anything to forget (a message being retried, one handled
+        ahead of a failure, an outage): the batch loop skips the call otherwise."""
+        return bool(self._attempts or self._ahead or self._outages)
+
     def attempt(self, topic: str, partition: int, offset: int) -> int:
         """The number of the attempt about to be made at the message (1 for the first)."""
         return self._attempts.get((topic, partition, offset), 0) + 1
