@@ -121,6 +121,27 @@ def test_file_named_by_deimos_config(settings_file: Path,
     assert deimos.get_settings().kafka.client_id == "from-file"
 
 
+def test_an_application_reads_deimos_toml_of_its_directory_as_the_cli_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `uvicorn app:app` next to a deimos.toml: no configure() call, no DEIMOS_CONFIG
+    (tmp_path / "deimos.toml").write_text('[kafka]\nclient_id = "from-cwd"\n')
+    (tmp_path / "other.toml").write_text('[kafka]\nclient_id = "from-env"\n')
+    (tmp_path / "named.toml").write_text('[kafka]\nclient_id = "named"\n')
+    monkeypatch.delenv("DEIMOS_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config.reset()
+    assert deimos.get_settings().kafka.client_id == "from-cwd"
+    assert config.current().file == "deimos.toml"
+    assert deimos.configure(producers={"backend": "test"}).kafka.client_id == "from-cwd"
+    # DEIMOS_CONFIG, then configure(file=...), name another file instead
+    monkeypatch.setenv("DEIMOS_CONFIG", "other.toml")
+    assert deimos.configure(replace=True).kafka.client_id == "from-env"
+    assert deimos.configure(file="named.toml", replace=True).kafka.client_id == "named"
+    monkeypatch.delenv("DEIMOS_CONFIG")
+    (tmp_path / "deimos.toml").unlink()
+    assert deimos.configure(replace=True).kafka.client_id != "from-cwd"
+
+
 def test_file_with_a_deimos_table(tmp_path: Path) -> None:
     path = tmp_path / "app.toml"
     path.write_text('[deimos.kafka]\nclient_id = "nested"\n')

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+from deimos import config as _config
 from deimos.runner import Executor, consumer_factories
 from deimos.runtime import get_runtime
 
@@ -37,8 +38,16 @@ async def running(consumers: Sequence[str] | None = None) -> AsyncIterator[Execu
     loop = asyncio.get_running_loop()
     runtime = get_runtime()
     settings = runtime.settings
-    executor = Executor(consumer_factories(consumers, event_loop=loop),
-                        restart_delay=settings.runner.restart_delay, name="deimos-aio")
+    factories = consumer_factories(consumers, event_loop=loop)
+    if consumers is None and not factories:
+        # the commonest set-up mistake (the settings file was not the one read): say so
+        # rather than serve an application that silently consumes nothing
+        log.warning("deimos.aio.running(): no consumers are configured, nothing is consumed "
+                    "(settings file: %s; [[consumers]] there, DEIMOS_CONFIG or "
+                    "deimos.configure(file=...) name it; ./%s is read when it exists)",
+                    _config.current().file or "none", _config.DEFAULT_FILE)
+    executor = Executor(factories, restart_delay=settings.runner.restart_delay,
+                        name="deimos-aio")
     executor.start()
     try:
         yield executor

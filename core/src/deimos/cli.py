@@ -20,7 +20,7 @@ from deimos.errors import DeimosError
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: the settings file read when neither --config nor DEIMOS_CONFIG names one
-DEFAULT_CONFIG_FILE = "deimos.toml"
+DEFAULT_CONFIG_FILE = _config.DEFAULT_FILE
 
 
 @click.group()

@@ -41,6 +41,10 @@ else:  # pragma: no cover
 
 ENV_PREFIX = "DEIMOS_"
 ENV_FILE_VAR = "DEIMOS_CONFIG"
+#: the settings file read when neither ``configure(file=...)`` (or ``--config``) nor
+#: ``DEIMOS_CONFIG`` names one, if the current directory has it: the same rule for the CLI
+#: and for an application that imports deimos (``uvicorn app:app`` next to its deimos.toml)
+DEFAULT_FILE = "deimos.toml"
 #: environment variables that are not settings
 _ENV_RESERVED = {"DEIMOS_CONFIG", "DEIMOS_PLUGINS", "DEIMOS_PLUGINS_STRICT"}
 
@@ -845,11 +849,13 @@ def build_settings(
     file: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> LoadedSettings:
-    """Merge defaults < file < python < environment and validate."""
+    """Merge defaults < file < python < environment and validate (the file: ``file``, else
+    ``DEIMOS_CONFIG``, else ./deimos.toml when it exists)."""
     environ = os.environ if environ is None else environ
     sources: dict[str, str] = {}
     data: dict[str, Any] = {}
-    file = file or environ.get(ENV_FILE_VAR) or None
+    file = file or environ.get(ENV_FILE_VAR) or (
+        DEFAULT_FILE if os.path.isfile(DEFAULT_FILE) else None)
     pdata: dict[str, Any] = {}
     if file:
         fdata = load_file(file)
