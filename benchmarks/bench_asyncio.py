@@ -55,11 +55,11 @@ def consume_batch_avro_async(b: Bench) -> dict[str, Any]:
 def consume_message_plain_async(b: Bench) -> dict[str, Any]:
     """deimos AsyncConsumer (plain, no-op ``async def consume``) vs the raw sync consume loop
     calling a function per message (target ratio 0.6)."""
-    n = b.messages
+    n = b.plain_consume_messages
     topic = b.filled_topic([VALUE.encode()] * n)
     b.configure()
     return b.alternate(lambda: b.raw_consume(topic, n, bytes.decode, per_message=True),
-                       lambda: b.deimos_consume(_AsyncNoopMessage, topic, n))
+                       lambda: b.deimos_consume(_AsyncNoopMessage, topic, n), messages=n)
 
 
 def _apublish(b: Bench, per_message: bool) -> dict[str, Any]:

@@ -57,6 +57,13 @@ BENCHES: dict[str, Callable[[Bench], dict[str, Any]]] = {}
 #: of 1000 ms stalls a consumer that drains its full prefetch queue in less than a second)
 CONSUMER_CONFIG = {**GROUP_TIMEOUTS, "fetch.queue.backoff.ms": 50}
 
+#: the plain consume benchmarks handle this many times ``--messages``: a plain no-op consumer
+#: drains 300,000 messages in 0.13-0.25 s, a window in which the first fetches' ramp-up
+#: weighs as much as the per-message cost (measured: consume_batch_plain 0.729 at 300,000
+#: messages with CPU 1.20x raw's, 0.933 at 3,000,000 with CPU 1.03x); ten times as many
+#: make a round last about a second, as the Avro ones do at the default size
+PLAIN_CONSUME_SCALE = 10
+
 #: what the producers of this run were configured with (shown once per JSON line)
 _SHOWN_PRODUCER_KEYS = ("enable.idempotence", "acks", "linger.ms", "batch.size",
                         "partitioner", "delivery.report.only.error", "compression.type")
@@ -233,17 +240,23 @@ class Bench:
 
     # -- rounds -------------------------------------------------------------------------------
 
+    @property
+    def plain_consume_messages(self) -> int:
+        """The message count of the plain consume benchmarks (see PLAIN_CONSUME_SCALE)."""
+        return self.messages * PLAIN_CONSUME_SCALE
+
     def alternate(self, raw: Callable[[], Run | float], ours: Callable[[], Run | float],
-                  **extra: Any) -> dict[str, Any]:
+                  messages: int | None = None, **extra: Any) -> dict[str, Any]:
         """Run raw and deimos alternately ``rounds`` times (raw first in even rounds);
-        medians of the paired rounds."""
+        medians of the paired rounds (``messages``: the count of each round, when it is not
+        ``--messages``)."""
         raw_runs: list[Run] = []
         our_runs: list[Run] = []
         for r in range(self.rounds):
             for side in ((raw, raw_runs), (ours, our_runs))[:: 1 if r % 2 == 0 else -1]:
                 gc.collect()
                 side[1].append(_as_run(side[0]()))
-        return summarize(raw_runs, our_runs, messages=self.messages, **extra)
+        return summarize(raw_runs, our_runs, messages=messages or self.messages, **extra)
 
     def median_rate(self, run: Callable[[], Run | float]) -> float:
         """Median messages/s of ``rounds`` runs of one side (a peer's API)."""
@@ -435,21 +448,21 @@ class _NoopMessage(Consumer):
 @bench("consume_batch_plain")
 def consume_batch_plain(b: Bench) -> dict[str, Any]:
     """deimos BatchConsumer (plain, no-op handler) vs raw consume(num_messages=500) loop."""
-    n = b.messages
+    n = b.plain_consume_messages
     topic = b.filled_topic([VALUE.encode()] * n)
     b.configure()
     return b.alternate(lambda: b.raw_consume(topic, n, bytes.decode),
-                       lambda: b.deimos_consume(_NoopBatch, topic, n))
+                       lambda: b.deimos_consume(_NoopBatch, topic, n), messages=n)
 
 
 @bench("consume_message_plain")
 def consume_message_plain(b: Bench) -> dict[str, Any]:
     """deimos per-message Consumer (plain, no-op handler) vs raw consume loop."""
-    n = b.messages
+    n = b.plain_consume_messages
     topic = b.filled_topic([VALUE.encode()] * n)
     b.configure()
     return b.alternate(lambda: b.raw_consume(topic, n, bytes.decode, per_message=True),
-                       lambda: b.deimos_consume(_NoopMessage, topic, n))
+                       lambda: b.deimos_consume(_NoopMessage, topic, n), messages=n)
 
 
 @bench("consume_rss")
