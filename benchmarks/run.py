@@ -110,19 +110,15 @@ def summarize(raw: Sequence[Run], ours: Sequence[Run], **extra: Any) -> dict[str
         "ratio_min": round(min(ratios), 3),
         "ratio_max": round(max(ratios), 3),
     }
-    if all(o.cpu is not None for o in ours) and all(r.cpu is not None for r in raw):
-        our_cpu = statistics.median(o.cpu for o in ours)  # type: ignore[misc]
-        raw_cpu = statistics.median(r.cpu for r in raw)  # type: ignore[misc]
-        out["cpu_us_per_message"] = {"deimos": round(our_cpu * 1e6, 2),
-                                     "raw": round(raw_cpu * 1e6, 2)}
-        # deimos's CPU per message over raw's (1.0: deimos adds nothing)
-        out["cpu_vs_raw"] = round(our_cpu / raw_cpu, 3)
-    if all(o.proc is not None for o in ours) and all(r.proc is not None for r in raw):
-        our_proc = statistics.median(o.proc for o in ours)  # type: ignore[misc]
-        raw_proc = statistics.median(r.proc for r in raw)  # type: ignore[misc]
-        out["process_cpu_us_per_message"] = {"deimos": round(our_proc * 1e6, 2),
-                                             "raw": round(raw_proc * 1e6, 2)}
-        out["process_cpu_vs_raw"] = round(our_proc / raw_proc, 3)
+    # deimos's CPU per message over raw's (1.0: deimos adds nothing): the timed thread's,
+    # then the whole process's
+    for attr, prefix in (("cpu", "cpu"), ("proc", "process_cpu")):
+        if all(getattr(x, attr) is not None for x in (*ours, *raw)):
+            our_cpu = statistics.median(getattr(o, attr) for o in ours)
+            raw_cpu = statistics.median(getattr(r, attr) for r in raw)
+            out[f"{prefix}_us_per_message"] = {"deimos": round(our_cpu * 1e6, 2),
+                                               "raw": round(raw_cpu * 1e6, 2)}
+            out[f"{prefix}_vs_raw"] = round(our_cpu / raw_cpu, 3)
     out.update(extra)
     out["rounds"] = len(ratios)
     return out
