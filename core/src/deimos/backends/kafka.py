@@ -21,6 +21,7 @@ from deimos.hookspecs import hookimpl
 from deimos.kafka import transactions
 from deimos.kafka.config import producer_config
 from deimos.kafka.producers import (
+    SERVE_EVERY,
     SharedProducer,
     adeliver,
     close_all,
@@ -192,9 +193,12 @@ class KafkaBackend:
         sp: SharedProducer | None = None
         produce: Any = None
         reporter: Any = None
+        #: messages since this thread last served the callbacks (SharedProducer.serve); a
+        #: count shared by the threads that use this sender, approximate by design
+        unserved = 0
 
         def send(m: Message) -> None:
-            nonlocal sp, produce, reporter
+            nonlocal sp, produce, reporter, unserved
             if tx.count and _in_transaction(context, (m,)):
                 return
             if sp is None or sp.fatal is not None or sp.closed:
@@ -208,6 +212,11 @@ class KafkaBackend:
                             headers=m.headers)
             except (BufferError, KafkaException):  # full or refused: the general path
                 _report_refused(topic, sp.produce_all(topic, (m,), reporter), reporter)
+                return
+            unserved += 1
+            if unserved >= SERVE_EVERY:
+                unserved = 0
+                sp.serve()
 
         return send
 

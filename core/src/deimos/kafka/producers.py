@@ -50,13 +50,19 @@ from deimos.partitioner import murmur2_partition
 
 log = logging.getLogger("deimos.kafka")
 
+#: how long the poll thread blocks in ``poll()`` (or waits, while publishers serve)
+_POLL_INTERVAL = 0.1
+#: an asynchronous publishing thread serves the callbacks every this many messages
+SERVE_EVERY = 1000
+
 #: delivery errors that say "not acknowledged in time" rather than "refused"
 TIMEOUT_CODES = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT,
                            KafkaError.REQUEST_TIMED_OUT})
 
 
 class SharedProducer:
-    """A librdkafka producer plus a thread that serves its callbacks.
+    """A librdkafka producer plus a thread that serves its callbacks (the asynchronous
+    one's publishing threads serve them too, see :meth:`serve`).
 
     ``reports``: whether every delivery is reported (the synchronous producer) or only
     failures (the asynchronous one).
@@ -97,6 +103,12 @@ class SharedProducer:
         self.linger_ms = conf.get("linger.ms")
         self.producer = Producer(conf)
         self._stop = threading.Event()
+        #: a publishing thread served the callbacks since the poll thread last looked
+        self._served = False
+        #: messages queued through produce_all since the last serve() (asynchronous only)
+        self._unserved = 0
+        #: ``polling``: whether this thread is inside ``poll`` of this producer (serve())
+        self._local = threading.local()
         self._partitions: dict[str, tuple[int, float]] = {}
         self._thread = threading.Thread(target=self._poll_loop, name="deimos-producer-poll",
                                         daemon=True)
@@ -121,21 +133,49 @@ class SharedProducer:
             log.warning("Kafka producer: %s", err)
 
     def _poll_loop(self) -> None:
-        poll = self.producer.poll
         while not self._stop.is_set():
-            try:
-                poll(0.1)
-            except KafkaException as exc:
-                # confluent-kafka raises a fatal error from poll() rather than (only) handing
-                # it to error_cb: such a producer is replaced all the same
-                err = exc.args[0] if exc.args else None
-                if isinstance(err, KafkaError) and err.fatal():
-                    if self.fatal is None:
-                        self._on_error(err)
-                else:
-                    log.exception("error while serving producer callbacks")
-            except Exception:  # pragma: no cover - a callback bug must not stop polling
+            if self._served:
+                # a publishing thread served the callbacks within the last interval (see
+                # serve()): stay out of its way rather than contend with it for the GIL
+                self._served = False
+                self._stop.wait(_POLL_INTERVAL)
+                continue
+            self._poll(_POLL_INTERVAL)
+
+    def _poll(self, timeout: float) -> None:
+        local = self._local
+        local.polling = True
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as exc:
+            # confluent-kafka raises a fatal error from poll() rather than (only) handing
+            # it to error_cb: such a producer is replaced all the same
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.fatal():
+                if self.fatal is None:
+                    self._on_error(err)
+            else:
                 log.exception("error while serving producer callbacks")
+        except Exception:  # pragma: no cover - a callback bug must not stop polling
+            log.exception("error while serving producer callbacks")
+        finally:
+            local.polling = False
+
+    def serve(self) -> None:
+        """Serve the asynchronous producer's callbacks on the calling (publishing) thread,
+        as a raw confluent-kafka loop does with ``poll(0)``: called every
+        :data:`SERVE_EVERY` messages a thread queues. Why: confluent-kafka takes the GIL once
+        per delivered message (``delivery.report.only.error`` is applied in its callback,
+        not in librdkafka), and on the poll thread each of those takes it from the
+        publishing thread (measured: a raw loop served from a second thread is ~13%
+        slower). While publishers serve, the poll thread only waits; it serves again within
+        one interval of the last ``serve()``. Never for the synchronous producer: a
+        synchronous caller waits for its reports and does not poll. Nor inside a callback
+        this thread is serving (a ``delivery_failed`` that publishes again): confluent-kafka
+        keeps one callback state per thread and a nested ``poll`` would end the outer's."""
+        self._served = True
+        if not getattr(self._local, "polling", False):
+            self._poll(0)
 
     def partition_count(self, topic: str) -> int:
         cached = self._partitions.get(topic)
@@ -184,13 +224,29 @@ class SharedProducer:
         not queued but returned with the error ``None``, so a refusal never lets a key's
         later messages overtake it."""
         start = self._queue_plain(topic, messages, callback)
+        if not self.reports:
+            self._unserved += start
+            if self._unserved >= SERVE_EVERY:
+                self._unserved = 0
+                self.serve()
         if start == len(messages):
             return []
         queuing = Queuing(self, topic, messages, callback, blocks)
         queuing.next = start
         while not queuing.step():
-            time.sleep(0.005)  # local queue full: the poll thread serves callbacks meanwhile
+            self._wait_for_room()
         return queuing.refused
+
+    def _wait_for_room(self) -> None:
+        """librdkafka's local queue is full: room comes as delivery reports are served.
+        An asynchronous producer's publishing thread serves them itself meanwhile (the poll
+        thread may be waiting out an interval, see :meth:`serve`); otherwise, and inside a
+        callback, the poll thread does."""
+        if self.reports or getattr(self._local, "polling", False):
+            time.sleep(0.005)
+        else:
+            self._served = True
+            self._poll(0.005)
 
     async def aproduce_all(self, topic: str, messages: Sequence[Message], callback: Any
                            ) -> list[tuple[Message, KafkaException | None]]:
