@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import logging
 import threading
@@ -40,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaError, KafkaException
@@ -71,6 +72,27 @@ _M = kafka_messages.c
 _T = kafka_topic_info.c
 _EPOCH = _dt.datetime(1970, 1, 1)
 _DELETE_IDS = kafka_messages.delete().where(_M.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+class OutboxRow(NamedTuple):
+    """One ``kafka_messages`` row as the DB producer sends it: the columns of its select, in
+    that order. A named tuple, not SQLAlchemy's ``Row``: a ``Row`` attribute is a mapping
+    lookup (measured: 230 ns against a named tuple's 30), and a row's columns are read six
+    to eight times on its way to the broker (1.5 µs of the 10 µs a row took on SQLite)."""
+
+    id: int
+    key: bytes | None
+    message: bytes | None
+    partition_key: bytes | None
+    headers: str | None
+    cluster: str | None
+
+
+#: the columns of an :class:`OutboxRow`
+_SEND_COLUMNS = (_M.id, _M.key, _M.message, _M.partition_key, _M.headers, _M.cluster)
+assert tuple(c.name for c in _SEND_COLUMNS) == OutboxRow._fields
+#: ``OutboxRow._make`` without its Python frame per row
+_outbox_row = functools.partial(tuple.__new__, OutboxRow)
 
 
 @dataclass(frozen=True)
@@ -416,11 +438,10 @@ class DbProducer:
                 with self.engine.connect() as conn:
                     # only what sending needs: a dead letter's other columns are read when
                     # it is moved (SQLite hands datetimes back as text to parse, per row)
-                    rows = conn.execute(
-                        sa.select(_M.id, _M.key, _M.message, _M.partition_key, _M.headers,
-                                  _M.cluster)
+                    rows = list(map(_outbox_row, conn.execute(
+                        sa.select(*_SEND_COLUMNS)
                         .where(unit.where()).order_by(_M.id).limit(self.ps.batch_size)
-                    ).all()
+                    ).all()))
                 if not rows:
                     break
                 result = self.send(unit.topic, rows)
