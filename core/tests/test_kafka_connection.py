@@ -47,6 +47,29 @@ def test_a_condition_is_logged_once_summarised_and_cleared_once(
     assert not conn.down and not conn.failing
 
 
+def test_a_lasting_condition_is_summarised_on_time_by_statistics_without_new_failures(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # librdkafka backs off reconnecting up to reconnect.backoff.max.ms (10 s): failures can
+    # come seconds apart, statistics come every statistics.interval.ms regardless
+    conn = BrokerConnection("k:9092", summary_interval=0.2)
+    down = '{"brokers": {"k:9092/1": {"state": "DOWN", "source": "learned"}}}'
+    with caplog.at_level(logging.INFO, logger="deimos.kafka"):
+        conn.stats(down)  # no condition open: nothing to summarise
+        conn.failed("1/1 brokers are down", all_down=True)
+        conn.failed("k:9092/1: Connect to ipv4#10.0.0.1:9092 failed: Connection refused")
+        conn.stats(down)  # open, but the interval has not passed
+        time.sleep(0.25)  # the summary interval passing, not a race: nothing else runs
+        conn.stats(down)
+        conn.stats(down)  # one summary per interval
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[1].startswith("still cannot reach the Kafka brokers of "
+                                  "kafka.bootstrap_servers 'k:9092' after 0s: 1 more "
+                                  "failure(s)"), messages[1]
+    assert messages[1].endswith("last: k:9092/1: Connect to ipv4#10.0.0.1:9092 failed: "
+                                "Connection refused")
+
+
 def test_statistics_clear_the_condition_only_when_no_broker_is_still_failing() -> None:
     conn = BrokerConnection("k:9092")
     conn.failed("1/1 brokers are down", all_down=True)

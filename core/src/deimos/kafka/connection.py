@@ -84,7 +84,8 @@ class BrokerConnection:
     def failed(self, reason: str, *, all_down: bool = False) -> None:
         """One connection failure (a ``FAIL`` log line or a ``_TRANSPORT`` error)."""
         now = time.monotonic()
-        first = summary = False
+        first = False
+        summary = None
         with self._lock:
             if all_down or not self.ever_up:
                 self.down = True
@@ -96,19 +97,38 @@ class BrokerConnection:
                 self.failing = first = True
                 self.failing_since = self._summary_at = now
                 self._since_summary = 0
-            elif now - self._summary_at >= self.summary_interval:
-                summary = True
-                count, self._since_summary = self._since_summary, 0
-                self._summary_at = now
-                lasted = now - (self.failing_since or now)
+            else:
+                summary = self._summary_due(now)
         if first:
             log.error("cannot reach the Kafka brokers of kafka.bootstrap_servers %r: %s "
                       "(librdkafka keeps retrying; logged once, then every %.0fs until it "
                       "clears)", self.bootstrap, reason, self.summary_interval)
-        elif summary:
-            log.error("still cannot reach the Kafka brokers of kafka.bootstrap_servers %r "
-                      "after %.0fs: %d more failure(s) in the last %.0fs; last: %s",
-                      self.bootstrap, lasted, count, self.summary_interval, self.last_error)
+        elif summary is not None:
+            self._log_summary(*summary)
+
+    def tick(self) -> None:
+        """The summary of a lasting condition, when it is due, whether or not a failure
+        came: librdkafka backs off reconnecting (``reconnect.backoff.max.ms``), so failures
+        can be seconds apart, and a summary that waited for one would come late. Called by
+        every statistics report, which librdkafka sends on time with every broker down."""
+        with self._lock:
+            summary = self._summary_due(time.monotonic()) if self.failing else None
+        if summary is not None:
+            self._log_summary(*summary)
+
+    def _summary_due(self, now: float) -> tuple[float, int] | None:
+        """``(lasted, failures since the last summary)`` if a summary is due (resetting
+        the count); the caller holds the lock and logs outside it."""
+        if now - self._summary_at < self.summary_interval:
+            return None
+        count, self._since_summary = self._since_summary, 0
+        self._summary_at = now
+        return now - (self.failing_since or now), count
+
+    def _log_summary(self, lasted: float, count: int) -> None:
+        log.error("still cannot reach the Kafka brokers of kafka.bootstrap_servers %r "
+                  "after %.0fs: %d more failure(s) in the last %.0fs; last: %s",
+                  self.bootstrap, lasted, count, self.summary_interval, self.last_error)
 
     def reachable(self) -> None:
         """A positive signal: a broker is up (statistics, an assignment, a message)."""
@@ -138,6 +158,7 @@ class BrokerConnection:
         states = [b.get("state") for b in brokers.values()
                   if b.get("source") not in ("logical", "internal")]
         if "UP" not in states:
+            self.tick()
             return
         if self.failing and any(s in ("DOWN", "CONNECT", "TRY_CONNECT") for s in states):
             with self._lock:
