@@ -126,11 +126,11 @@ def _compare(b: Any, run: Callable[..., Any], headers: bool = False,
         return run()
 
     b.configure(**sections, **_sections(True))
-    headers = _propagated_headers()
+    propagated = _propagated_headers()
 
     def off_headers() -> Any:
         b.configure(**sections)
-        return run(headers)
+        return run(propagated)
 
     def on() -> Any:
         b.configure(**sections, **_sections(True))
@@ -142,7 +142,7 @@ def _compare(b: Any, run: Callable[..., Any], headers: bool = False,
         variants["without_same_headers"] = off_headers
     if raw is not None:
         variants["raw"] = raw
-        variants["raw_header"] = lambda: raw(list(headers.items()))
+        variants["raw_header"] = lambda: raw(list(propagated.items()))
     runs: dict[str, list[Any]] = {k: [] for k in variants}
     order = list(variants)
     for r in range(b.rounds):
