@@ -171,6 +171,7 @@ def test_messages_finished_ahead_of_a_failure_are_not_run_again_on_its_retry(
     """Message 1 fails once after 0, 2 and 3 (other keys, quicker) finished: its retry runs
     it alone."""
     runs: dict[str, int] = {}
+    finished: set[str] = set()
 
     class Ahead(deimos.AsyncConsumer):
         topic = "ahead"
@@ -180,10 +181,12 @@ def test_messages_finished_ahead_of_a_failure_are_not_run_again_on_its_retry(
         async def consume(self, payload: Any, metadata: Any) -> None:
             runs[payload] = runs.get(payload, 0) + 1
             if payload == "m1" and not type(self).failed:
-                await asyncio.sleep(0.05)  # fails after the others have finished
+                while len(finished) < 3:  # fails once the others finished (no timing)
+                    await asyncio.sleep(0.001)
                 type(self).failed = True
                 raise RuntimeError("once")
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0)
+            finished.add(payload)
 
     consume_batch(Ahead, ["m0", "m1", "m2", "m3"], keys=["a", "b", "c", "d"],
                   max_concurrency=4, retry={"attempts": 3})
