@@ -348,6 +348,25 @@ def deimos_schema_checker(context: SchemaContext) -> Callable[[Any], bool] | Non
 
 
 @hookspec
+def deimos_schema_native_types(context: SchemaContext) -> Sequence[type] | None:
+    """Optional: the classes whose instances are already what the schema expects, whatever
+    they hold (the schema's generated Protobuf message class, say).
+
+    Why: a producer prepares every payload that is not a dict or text one by one before
+    encoding it (a schema-class instance becomes a dict, the coercion hook is called), and
+    for a payload the plugin takes as it is that is all overhead: measured, half the CPU of
+    a ``publish_list`` of Protobuf message objects. A payload whose type is exactly one of
+    these (not a subclass) goes to the encoders without that step, when its key is given or
+    not needed. Asked once per producer and topic, at its first publish.
+
+    ``deimos_schema_coerce(context, payload)`` must return such a payload itself, and the
+    encoders must take it; the conformance suite checks both.
+
+    :returns: the classes, or ``None`` (or empty) when there are none.
+    """
+
+
+@hookspec
 def deimos_schema_fields(context: SchemaContext) -> list[SchemaField]:
     """Describe the fields of ``context.schema`` (record consumers and producers map them to
     columns).

@@ -222,6 +222,8 @@ class Pipeline:
         self._sender: Callable[[Message], None] | Literal[False] | None = None
         #: the schema plugin's "needs no coercion" checker (``False``: none; see _checker)
         self._check: Callable[[Any], bool] | Literal[False] | None = None
+        #: the schema plugin's payload classes taken as they are (see _native_types)
+        self._native: frozenset[type] | None = None
 
     def _prepare(self, payload: Any, key: Any, index: int) -> tuple[Any, Any]:
         """One payload and its key as they will be encoded: a tombstone's key, schema-class
@@ -290,6 +292,16 @@ class Pipeline:
         except SchemaValidationError:
             return None
         return out
+
+    def _native_types(self) -> frozenset[type]:
+        """The schema plugin's ``deimos_schema_native_types``, asked once, at the first
+        publish (the plugin may load the schema then); empty without any."""
+        if self._native is None:
+            schema = self.schema
+            found = (schema.native_types(self.schema_context)
+                     if schema.native_types is not None else None)
+            self._native = frozenset(found or ())
+        return self._native
 
     def _checker(self) -> Callable[[Any], bool] | Literal[False]:
         """The schema plugin's checker (``deimos_schema_checker``), asked once, at the first
@@ -366,6 +378,7 @@ class Pipeline:
         ctx = self.schema_context
         check = self._check if self._check is not None else self._checker()
         dicts_direct = not (self.fill_message_id or self.fill_timestamp)
+        native = self._native_types()
         sender: Callable[[Message], None] | Literal[False] | None = None
 
         def publish_one(payload: Any, key: Any, headers: Headers | Mapping[str, Any] | None,
@@ -381,6 +394,8 @@ class Pipeline:
                 except SchemaValidationError:
                     payload, key = prepare(payload, key, 0)  # raises, naming the message
                 tp = type(payload)
+            elif tp in native and (key is not None or not needs_key):
+                pass  # what the schema takes as it is (deimos_schema_native_types)
             elif coerce is not None or (tp is not str and tp is not bytes) or (
                     key is None and needs_key):
                 payload, key = prepare(payload, key, 0)  # text needs none of it
@@ -460,6 +475,7 @@ class Pipeline:
         ctx = self.schema_context
         check = self._check if self._check is not None else self._checker()
         dicts_direct = not (self.fill_message_id or self.fill_timestamp)
+        native = self._native_types()
         sender: Callable[[Message], bool] | Literal[False] | None = None
 
         async def send_built(messages: list[Message]) -> list[Message]:
@@ -481,6 +497,8 @@ class Pipeline:
                         payload = coerce(ctx, payload)
                 except SchemaValidationError:
                     payload, key = prepare(payload, key, 0)  # raises, naming the message
+            elif tp in native and (key is not None or not needs_key):
+                pass  # what the schema takes as it is (deimos_schema_native_types)
             elif (tp is not str and tp is not bytes) or coerce is not None or (
                     key is None and needs_key):
                 payload, key = prepare(payload, key, 0)  # text needs none of it
@@ -612,6 +630,10 @@ class Pipeline:
             out_payloads = payloads
         elif keyed and not (self.fill_message_id or self.fill_timestamp):
             out_payloads = self._coerce_dicts(payloads)
+        if out_payloads is None and keyed and payloads and type(payloads[0]) is not dict:
+            native = self._native if self._native is not None else self._native_types()
+            if native and native.issuperset(map(type, payloads)):
+                out_payloads = payloads  # what the schema takes as it is, keys given
         if out_payloads is not None:
             out_keys = keys if keys is not None else [None] * len(payloads)
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,8 @@ class SchemaBackend:
     encoder: Callable[..., Callable[[Any], bytes | None] | None] | None = None
     #: ``deimos_schema_checker`` (optional): "needs no coercion" for the producers
     checker: Callable[..., Callable[[Any], bool] | None] | None = None
+    #: ``deimos_schema_native_types`` (optional): payload classes taken as they are
+    native_types: Callable[..., Sequence[type] | None] | None = None
     _field_names: frozenset[str] | None = field(default=None, repr=False)
 
     def field_names(self) -> frozenset[str]:
@@ -177,7 +179,7 @@ class Runtime:
         return SchemaBackend(
             name, context, c("encode"), c("decode"), c("encode_key"), c("decode_key"),
             c("validate"), c("coerce"), c("fields"), c("mock"), c("encoder"),
-            c("checker"),
+            c("checker"), c("native_types"),
         )
 
     def schema_settings(self, own: OwnSchemaSettings | None, where: str = "schema"

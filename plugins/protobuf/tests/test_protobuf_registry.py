@@ -189,3 +189,47 @@ def test_bad_input_raises_before_anything_is_produced(producer_settings: Any) ->
     WidgetProducer.publish_list([good, {"id": "3", "name": "coerced"}])
     sent = test_backend.messages()
     assert [m.encoded_payload[:1] for m in sent] == [b"\x00", b"\x00"]
+
+
+def test_message_objects_are_published_without_a_coercion_call_and_as_their_dicts_are(
+        producer_settings: Any, pb2: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """deimos_schema_native_types: a message of the schema's class skips the per-message
+    preparation (half of a publish_list's CPU, measured), and sends the same bytes."""
+    from deimos_protobuf.convert import Converter
+
+    coerced: list[Any] = []
+    original = Converter.coerce
+
+    def counting(self: Converter, payload: Any) -> Any:
+        if self.full_name == "com.example.Widget":  # values (keys have a converter too)
+            coerced.append(payload)
+        return original(self, payload)
+
+    monkeypatch.setattr(Converter, "coerce", counting)
+
+    class WidgetProducer(deimos.Producer):
+        topic = "widgets"
+        schema = "Widget"
+        namespace = "com.example"
+        key_config = {"field": "id"}
+
+    widget = pb2["widget_pb2"].Widget
+    dicts = [{"id": i, "name": f"w{i}"} for i in range(3)]
+    WidgetProducer.publish_list(dicts)  # dicts: coerced into messages, keys from "id"
+    assert len(coerced) == 3
+    as_dicts = [m.encoded_payload for m in test_backend.messages()]
+    test_backend.clear()
+    coerced.clear()
+
+    objects = [widget(id=i, name=f"w{i}") for i in range(3)]
+    WidgetProducer.publish_list(objects, keys=[0, 1, 2])
+    WidgetProducer.publish(objects[0], key=0)
+    assert coerced == [], "message objects were coerced one by one"
+    sent = test_backend.messages()
+    assert [m.encoded_payload for m in sent] == [*as_dicts, as_dicts[0]]
+    assert [m.payload for m in sent] == [*objects, objects[0]]
+
+    # without its key the message goes the general way: the key is read from its field
+    WidgetProducer.publish(objects[2])
+    assert test_backend.messages()[-1].encoded_key == sent[2].encoded_key

@@ -209,6 +209,14 @@ class ProtoBackend:
             raise CoercionError(exc.errors, context.topic) from None
 
     @hookimpl
+    def deimos_schema_native_types(self, context: SchemaContext) -> Sequence[type]:
+        # a message object of the schema's own class is serialized as it is (coerce returns
+        # it unchanged): a producer skips preparing it
+        codec = _state(context).value()
+        assert codec is not None
+        return (codec.cls,)
+
+    @hookimpl
     def deimos_schema_fields(self, context: SchemaContext) -> list[SchemaField]:
         codec = _state(context).value(required=False)
         return [] if codec is None else schemas.fields_of(codec.desc)

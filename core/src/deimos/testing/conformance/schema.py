@@ -214,6 +214,28 @@ class SchemaBackendConformance:
             if check(p):
                 assert backend.coerce(backend.context, p) is p, p
 
+    def test_native_types_are_taken_as_they_are(
+            self, backend: SchemaBackend, valid_payload: Any, payload_batch: list[Any]) -> None:
+        """``deimos_schema_native_types`` (optional): a payload of one of these types is
+        published without coercion, so coerce must return that very payload and the
+        encoders must give it the bytes of the coerced payloads it stands for."""
+        if backend.native_types is None:
+            pytest.skip("backend does not implement deimos_schema_native_types")
+        native = set(backend.native_types(backend.context) or ())
+        if not native:
+            pytest.skip("backend offers no native types for this context")
+        prepared = [self.prepare(backend, p) for p in [valid_payload, *payload_batch]]
+        taken = [p for p in [valid_payload, *payload_batch, *prepared] if type(p) in native]
+        assert taken, f"no payload of the fixtures is of the native types {native}"
+        for p in taken:
+            if backend.coerce is not None:
+                assert backend.coerce(backend.context, p) is p, p
+        encoded = backend.encode(backend.context, taken)
+        assert encoded == [backend.encode(backend.context, [p])[0] for p in taken]
+        encode_one = backend.encoder(backend.context, "value") if backend.encoder else None
+        if encode_one is not None:
+            assert [encode_one(p) for p in taken] == encoded
+
     def test_keys(self, make_backend: Callable[..., SchemaBackend],
                   key_cases: list[KeyCase]) -> None:
         for key_config, key, decoded in key_cases:
