@@ -251,6 +251,9 @@ _TYPE_EXPR = {
     "object": "type({v}) is dict",
     "array": "type({v}) is list",
 }
+#: the Python types of each JSON type, as _TYPE_EXPR tests them (``type(x) is ...``)
+_PY_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+             "null": (type(None),), "object": (dict,), "array": (list,)}
 _BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
 
 
@@ -322,6 +325,13 @@ class _Gen:
             elif key == "items" and isinstance(arg, (dict, bool)):
                 if "prefixItems" in schema:
                     return None
+                types = _only_types(arg)
+                if types is not None:
+                    # items of plain types: one C-level pass, no generator frame per item
+                    # (measured: half the check of a record with a list of strings)
+                    parts.append(f"(type({v}) is not list or "
+                                 f"{self.const(types)}.issuperset(map(type, {v})))")
+                    continue
                 x = self.var()
                 e = self.expr(arg, x, depth + 1)
                 if e is None:
@@ -353,6 +363,18 @@ class _Gen:
             else:
                 return None  # anyOf, oneOf, if/then, dependentSchemas ...: jsonschema decides
         return " and ".join(parts) if parts else "True"
+
+
+def _only_types(schema: Any) -> frozenset[type] | None:
+    """The Python types of a schema that says nothing but its JSON type(s) (annotations
+    aside), else None."""
+    if not isinstance(schema, dict) or "type" not in schema or any(
+            k != "type" and k not in _ANNOTATIONS for k in schema):
+        return None
+    names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    if not names or any(not isinstance(n, str) or n not in _PY_TYPES for n in names):
+        return None
+    return frozenset(t for n in names for t in _PY_TYPES[n])
 
 
 def _compile(root: dict[str, Any], schema: Any, depth: int = 0) -> Check | None:
