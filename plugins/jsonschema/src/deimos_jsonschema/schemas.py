@@ -225,16 +225,18 @@ _ANNOTATIONS = frozenset((
     "$schema", "$id", "$comment", "$defs", "definitions", "title", "description", "default",
     "examples", "deprecated", "readOnly", "writeOnly", "$anchor", "contentMediaType",
     "contentEncoding"))
+#: the Python types of each JSON type (exact: ``type(x) is ...``, so a bool is no integer);
+#: the coercion's and the compiled check's tests below are made from it
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "null": (type(None),), "object": (dict,), "array": (list,)}
 #: for coercion: is a value already of this JSON type?
-_TYPES: dict[str, Check] = {
-    "string": lambda v: type(v) is str,
-    "integer": lambda v: type(v) is int,
-    "number": lambda v: type(v) is int or type(v) is float,
-    "boolean": lambda v: type(v) is bool,
-    "null": lambda v: v is None,
-    "object": lambda v: type(v) is dict,
-    "array": lambda v: type(v) is list,
-}
+def _of_types(types: tuple[type, ...]) -> Check:
+    exact = frozenset(types)
+    return lambda v: type(v) in exact
+
+
+_TYPES: dict[str, Check] = {name: _of_types(types) for name, types in _PY_TYPES.items()}
 _FORMATS: dict[str, Check] = {
     "date-time": _is_datetime,
     "uuid": lambda v: bool(_UUID.match(v)),
@@ -242,18 +244,11 @@ _FORMATS: dict[str, Check] = {
 }
 
 
+#: the compiled check's test of each JSON type, on the value ``{v}``
 _TYPE_EXPR = {
-    "string": "type({v}) is str",
-    "integer": "type({v}) is int",
-    "number": "(type({v}) is int or type({v}) is float)",
-    "boolean": "type({v}) is bool",
-    "null": "{v} is None",
-    "object": "type({v}) is dict",
-    "array": "type({v}) is list",
-}
-#: the Python types of each JSON type, as _TYPE_EXPR tests them (``type(x) is ...``)
-_PY_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-             "null": (type(None),), "object": (dict,), "array": (list,)}
+    name: "(" + " or ".join("{v} is None" if t is type(None) else f"type({{v}}) is {t.__name__}"
+                            for t in types) + ")"
+    for name, types in _PY_TYPES.items()}
 _BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
 
 
