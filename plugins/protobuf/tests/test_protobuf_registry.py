@@ -4,6 +4,7 @@ time, and invalid payloads stopped before anything is produced."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 from types import ModuleType
@@ -225,10 +226,11 @@ def test_message_objects_are_published_without_a_coercion_call_and_as_their_dict
     objects = [widget(id=i, name=f"w{i}") for i in range(3)]
     WidgetProducer.publish_list(objects, keys=[0, 1, 2])
     WidgetProducer.publish(objects[0], key=0)
+    asyncio.run(WidgetProducer.apublish(objects[1], key=1))
     assert coerced == [], "message objects were coerced one by one"
     sent = test_backend.messages()
-    assert [m.encoded_payload for m in sent] == [*as_dicts, as_dicts[0]]
-    assert [m.payload for m in sent] == [*objects, objects[0]]
+    assert [m.encoded_payload for m in sent] == [*as_dicts, as_dicts[0], as_dicts[1]]
+    assert [m.payload for m in sent] == [*objects, objects[0], objects[1]]
 
     # without its key the message goes the general way: the key is read from its field
     WidgetProducer.publish(objects[2])
