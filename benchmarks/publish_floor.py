@@ -1,4 +1,5 @@
-"""The floor of a per-message publish written in Python, against deimos's ``publish()``.
+"""The floor of a publish written in Python, against deimos's ``publish()`` and
+``publish_list()``.
 
 No broker (messages only queue: the bootstrap address answers nothing), so what is timed is
 the publishing thread's CPU per message and nothing else: a raw ``produce()`` loop, the same
@@ -6,7 +7,11 @@ with a delivery callback, then the least a Python ``publish()`` can do in layers
 function frame around ``produce``; that plus a ``Message`` of deimos's seven slots, the
 UTF-8 encoding of value and key and one call to a sender closure (the shape of deimos's
 per-message path: the backend plugin's sender takes a ``Message``); and deimos's own
-``publish()`` (``kafka_async``, plain, keyed). Rounds alternate; medians, with min and max.
+``publish()`` (``kafka_async``, plain, keyed). Then the same for lists of 500 (as
+``produce_plain`` publishes): the least a ``publish_list`` returning its messages can do
+(values and keys encoded with ``map``, a ``Message`` each made by ``map``, one ``produce``
+with the callback per message) against deimos's ``publish_list``. Rounds alternate; medians,
+with min and max.
 
     python -m uv run python benchmarks/publish_floor.py [--messages N] [--rounds R]
 """
@@ -21,6 +26,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 from confluent_kafka import Producer as RawProducer
@@ -32,6 +38,7 @@ from deimos.message import Message
 
 VALUE = "x" * 100
 TOPIC = "floor"
+CHUNK = 500  # messages per publish_list call, as in produce_plain
 
 
 def main() -> None:
@@ -99,6 +106,22 @@ def main() -> None:
         for i in range(n):
             publish(values[i], key=keys[i])
 
+    chunks = [(values[i:i + CHUNK], keys[i:i + CHUNK]) for i in range(0, n, CHUNK)]
+
+    def list_floor(p: RawProducer) -> None:
+        produce = p.produce
+        for vs, ks in chunks:
+            encoded, encoded_keys = list(map(str.encode, vs)), list(map(str.encode, ks))
+            messages = list(map(Message, repeat(TOPIC), vs, ks, repeat(None), repeat(None),
+                                encoded_keys, encoded))
+            for m in messages:
+                produce(m.topic, m.encoded_payload, m.encoded_key, -1, callback)
+
+    def deimos_list(p: RawProducer) -> None:
+        publish_list = Plain.publish_list
+        for vs, ks in chunks:
+            publish_list(vs, keys=ks)
+
     Plain.publish("warm-up", key="w")  # the pipeline compiled, its producer made
     from deimos.kafka.producers import _pool
 
@@ -108,7 +131,8 @@ def main() -> None:
     variants: dict[str, Callable[[RawProducer], None]] = {
         "raw": raw_loop, "raw_with_callback": raw_callback_loop,
         "one_frame": frame_loop, "frame_message_sender": message_loop,
-        "deimos_publish": deimos_loop}
+        "deimos_publish": deimos_loop, "list_floor": list_floor,
+        "deimos_publish_list": deimos_list}
     raw = RawProducer({**conf, "log_level": 0})
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     order = list(variants)
